@@ -199,13 +199,15 @@ class Case:
     """A named check: the calls to make, and ``verify(outcomes)`` which raises :class:`Mismatch`.
 
     ``outcomes`` has one entry per call: the sanitized return value, or a :class:`Raised`.
-    Unless ``expects_error`` is set, a call that raised fails the case before ``verify`` runs.
+    Unless ``expects_error`` is set, a call that raised fails the case before ``verify`` runs;
+    ``explain_error(raised)`` may then name a likely cause of the exception.
     """
 
     name: str
     calls: list[Call]
     verify: Callable[[list], None]
     expects_error: bool = False
+    explain_error: Callable[[Raised], str | None] | None = None
 
 
 def _clone_arg(value):
@@ -298,7 +300,10 @@ def verify_case(case: Case, outcomes: list, forbidden_used: Sequence[str] = ()) 
     if not case.expects_error:
         for outcome in outcomes:
             if isinstance(outcome, Raised):
-                return CaseResult(case.name, False, _describe_raised(outcome))
+                message = _describe_raised(outcome)
+                cause = case.explain_error(outcome) if case.explain_error and outcome.type_name not in (
+                    "NotImplementedError", "WrongType") else None
+                return CaseResult(case.name, False, message + (f"\nlikely cause: {cause}" if cause else ""))
     try:
         case.verify(outcomes)
     except Mismatch as exc:
@@ -334,7 +339,7 @@ def rel_error(x, y) -> float:
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return f"{v + 0.0:.6g}"
     return str(v)
 
 

@@ -143,6 +143,13 @@ def _diagnose_max_unpool(got, pooled, indices, out_hw, expected):
     return None
 
 
+def _explain_max_unpool_error(raised):
+    if "index" in raised.message.lower() or "bounds" in raised.message.lower():
+        return ("indices are flat positions in the output plane: row = index // W_out, column = index % W_out "
+                "with W_out the width of the output, not of the pooled map")
+    return None
+
+
 def _max_unpool_cases(specs, reveal):
     for spec in specs:
         n, c, H, W = spec["shape"]
@@ -159,7 +166,7 @@ def _max_unpool_cases(specs, reveal):
                     diagnose=lambda g: _diagnose_max_unpool(g, pooled, indices, hw, expected))
 
         yield Case(f"image {n}x{c}x{H}x{W} max-pooled with a {k}x{k} window (stride {k})",
-                   [Call(pooled, indices, (H, W))], verify)
+                   [Call(pooled, indices, (H, W))], verify, explain_error=_explain_max_unpool_error)
 
 
 register(Exercise(
@@ -183,14 +190,14 @@ def _torch_output_size(size, kernel_size, stride, padding):
     return F.conv_transpose1d(x, w, stride=stride, padding=padding).shape[-1]
 
 
-_SIZE_BUGS = (
-    (lambda h, k, s, p: h * s - 2 * p + k,
-     "the first copy of the kernel starts at 0 and the last at (H_in - 1) * stride, so "
-     "H_out = (H_in - 1) * stride - 2 * padding + kernel_size"),
+_SIZE_BUGS = (  # padding bugs first: when two formulas give the same number, they are the likelier
     (lambda h, k, s, p: (h - 1) * s - p + k, "padding is cropped from both sides: subtract 2 * padding"),
     (lambda h, k, s, p: (h - 1) * s + 2 * p + k,
      "in a transposed convolution padding removes rows at the border: subtract 2 * padding"),
     (lambda h, k, s, p: (h - 1) * s + k, "padding is ignored: subtract 2 * padding"),
+    (lambda h, k, s, p: h * s - 2 * p + k,
+     "the first copy of the kernel starts at 0 and the last at (H_in - 1) * stride, so "
+     "H_out = (H_in - 1) * stride - 2 * padding + kernel_size"),
     (lambda h, k, s, p: (h - 1) - 2 * p + k, "stride is ignored: consecutive input pixels land stride apart"),
     (lambda h, k, s, p: (h + 2 * p - k) // s + 1,
      "that is the output size of an ordinary (forward) convolution; the transposed one inverts it"),
@@ -319,64 +326,77 @@ def _conv_transpose_name(spec):
     return prefix + text
 
 
+def _conv_transpose_case(spec, reveal) -> Case:
+    """One case of conv_transpose2d: a value comparison, an impulse response, linearity or adjointness."""
+    kind = spec.get("kind", "value")
+    x, weight, bias, stride, padding = _conv_transpose_inputs(spec)
+    if kind == "impulse":
+        i, j = spec["at"]
+        x = torch.zeros_like(x)
+        x[0, 0, i, j] = 1.0
+    if kind in ("linearity", "adjoint"):
+        bias = None
+    kwargs = {"stride": stride, "padding": padding}
+    expected = F.conv_transpose2d(x, weight, bias, **kwargs)
+    name = _conv_transpose_name(spec)
+
+    def check_output(got, x=x, bias=bias):
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape):
+            cause = _diagnose_conv_transpose_shape(tuple(got.shape), x, weight, stride, padding)
+            raise Mismatch(f"output has shape {tuple(got.shape)}; expected {tuple(expected.shape)}\n"
+                           f"likely cause: {cause}")
+        got = expect_tensor(got, shape=expected.shape, dtype=expected.dtype)
+        compare(got, expected, reveal=reveal,
+                diagnose=lambda g: _diagnose_conv_transpose(g, x, weight, bias, stride, padding))
+        return got
+
+    def explain_error(raised):
+        if weight.shape[0] != weight.shape[1] and any(
+                word in raised.message for word in ("size", "shape", "match", "broadcast", "channels")):
+            return ("the weight of a transposed convolution is (C_in, C_out, kH, kW), the opposite of conv2d's "
+                    "(C_out, C_in, kH, kW): if your code reads it the conv2d way, the C_in and C_out axes of the "
+                    "weight look swapped")
+        return None
+
+    if kind in ("value", "impulse"):
+        return Case(name, [Call(x, weight, bias, **kwargs)], lambda outcomes: check_output(outcomes[0]),
+                    explain_error=explain_error)
+
+    if kind == "linearity":
+        x2 = _randn(tuple(x.shape), spec["seed"] + 3000, x.dtype)
+        a, b = 2.0, -3.0
+
+        def verify_linear(outcomes):
+            y1, y2, y12 = (expect_tensor(o, shape=expected.shape, dtype=expected.dtype) for o in outcomes)
+            try:
+                compare(y12, a * y1 + b * y2, name="f(2 x1 - 3 x2) vs 2 f(x1) - 3 f(x2)", reveal=reveal)
+            except Mismatch as exc:
+                raise Mismatch("your function is not linear: f(2 x1 - 3 x2) != 2 f(x1) - 3 f(x2)\n"
+                               + str(exc)) from None
+            check_output(y1)
+
+        return Case(name, [Call(x, weight, None, **kwargs), Call(x2, weight, None, **kwargs),
+                           Call(a * x + b * x2, weight, None, **kwargs)], verify_linear, explain_error=explain_error)
+
+    if kind == "adjoint":
+        z = _randn(tuple(expected.shape), spec["seed"] + 4000, x.dtype)
+        lhs = float((F.conv2d(z, weight, stride=stride, padding=padding) * x).sum())
+
+        def verify_adjoint(outcomes):
+            got = expect_tensor(outcomes[0], shape=expected.shape, dtype=expected.dtype)
+            rhs = float((z * got).sum())
+            if abs(lhs - rhs) > 1e-6 * (1 + abs(lhs)):
+                shown = f": <conv2d(z, w), x> = {lhs:.6g} but <z, yours(x)> = {rhs:.6g}" if reveal else ""
+                cause = _diagnose_conv_transpose(got, x, weight, None, stride, padding)
+                raise Mismatch("not the adjoint of conv2d with the same weight, stride and padding" + shown
+                               + (f"\nlikely cause: {cause}" if cause else ""))
+
+        return Case(name, [Call(x, weight, None, **kwargs)], verify_adjoint, explain_error=explain_error)
+    raise ValueError(f"unknown conv_transpose2d case kind {kind!r}")
+
+
 def _conv_transpose_cases(specs, reveal):
-    for spec in specs:
-        kind = spec.get("kind", "value")
-        x, weight, bias, stride, padding = _conv_transpose_inputs(spec)
-        if kind == "impulse":
-            i, j = spec["at"]
-            x = torch.zeros_like(x)
-            x[0, 0, i, j] = 1.0
-        call_kwargs = {"stride": stride, "padding": padding}
-        expected = F.conv_transpose2d(x, weight, bias, **call_kwargs)
-        name = _conv_transpose_name(spec)
-
-        def check_one(got, x, bias, expected):
-            if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape):
-                cause = _diagnose_conv_transpose_shape(tuple(got.shape), x, weight, stride, padding)
-                raise Mismatch(f"output has shape {tuple(got.shape)}; expected {tuple(expected.shape)}\n"
-                               f"likely cause: {cause}")
-            got = expect_tensor(got, shape=expected.shape, dtype=expected.dtype)
-            compare(got, expected, reveal=reveal,
-                    diagnose=lambda g: _diagnose_conv_transpose(g, x, weight, bias, stride, padding))
-            return got
-
-        if kind in ("value", "impulse"):
-            def verify(outcomes, x=x, bias=bias, expected=expected, check_one=check_one):
-                check_one(outcomes[0], x, bias, expected)
-            yield Case(name, [Call(x, weight, bias, **call_kwargs)], verify)
-
-        elif kind == "linearity":
-            x2 = _randn(tuple(x.shape), spec["seed"] + 3000, x.dtype)
-            a, b = 2.0, -3.0
-            mixed = a * x + b * x2
-
-            def verify(outcomes, x=x, x2=x2, a=a, b=b, expected=expected):
-                y1, y2, y12 = (expect_tensor(o, shape=expected.shape, dtype=expected.dtype) for o in outcomes)
-                try:
-                    compare(y12, a * y1 + b * y2, name="f(2 x1 - 3 x2) - (2 f(x1) - 3 f(x2))", reveal=reveal)
-                except Mismatch as exc:
-                    raise Mismatch("your function is not linear: f(2 x1 - 3 x2) != 2 f(x1) - 3 f(x2)\n"
-                                   + str(exc)) from None
-                check_one(y1, x, None, expected)
-            yield Case(name, [Call(x, weight, None, **call_kwargs), Call(x2, weight, None, **call_kwargs),
-                              Call(mixed, weight, None, **call_kwargs)], verify)
-
-        elif kind == "adjoint":
-            z = _randn(tuple(expected.shape), spec["seed"] + 4000, x.dtype)
-            lhs = float((F.conv2d(z, weight, stride=stride, padding=padding) * x).sum())
-
-            def verify(outcomes, z=z, lhs=lhs, expected=expected, x=x):
-                got = expect_tensor(outcomes[0], shape=expected.shape, dtype=expected.dtype)
-                rhs = float((z * got).sum())
-                if abs(lhs - rhs) > 1e-6 * (1 + abs(lhs)):
-                    shown = f": <conv2d(z, w), x> = {lhs:.6g} but <z, yours(x)> = {rhs:.6g}" if reveal else ""
-                    cause = _diagnose_conv_transpose(got, x, weight, None, stride, padding)
-                    raise Mismatch("not the adjoint of conv2d with the same weight, stride and padding" + shown
-                                   + (f"\nlikely cause: {cause}" if cause else ""))
-            yield Case(name, [Call(x, weight, None, **call_kwargs)], verify)
-        else:  # pragma: no cover - a typo in a spec
-            raise ValueError(f"unknown conv_transpose2d case kind {kind!r}")
+    return [_conv_transpose_case(spec, reveal) for spec in specs]
 
 
 register(Exercise(
