@@ -1,10 +1,15 @@
 """Reference solutions of the graded exercises (instructor/grader copy only).
 
-Same names and signatures as the exercises, e.g. ``lecturelib.reference.conv_transpose2d``. The
-student package leaves this folder out; the checks never import it (they use independent oracles).
+Same names and signatures as the exercises, e.g. ``lecturelib.reference.conv_transpose2d``; one
+module per topic (``reference/<topic>.py``), every public function re-exported here. The student
+package leaves this folder out; the checks never import it (they use independent oracles).
 """
-from .segmentation import (bed_of_nails_unpool, conv_transpose2d, conv_transpose_output_size, max_unpool,
-                           mean_iou, nearest_unpool)
+import importlib
+import pkgutil
 
-__all__ = ["nearest_unpool", "bed_of_nails_unpool", "max_unpool", "conv_transpose_output_size",
-           "conv_transpose2d", "mean_iou"]
+__all__ = []
+for _module in pkgutil.iter_modules(__path__):
+    _topic = importlib.import_module(f"{__name__}.{_module.name}")
+    for _name in _topic.__all__:
+        globals()[_name] = getattr(_topic, _name)
+        __all__.append(_name)

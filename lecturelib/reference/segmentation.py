@@ -6,6 +6,9 @@ import torch.nn.functional as F
 
 from .._validate import require_int, require_pair, require_tensor
 
+__all__ = ["nearest_unpool", "bed_of_nails_unpool", "max_unpool", "conv_transpose_output_size",
+           "conv_transpose2d", "mean_iou"]
+
 
 def nearest_unpool(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
     """Copy each value into a ``scale x scale`` block.

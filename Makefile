@@ -1,0 +1,58 @@
+# The README's two commands: `make lab` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+# nbgrader runs `alembic` when it creates a gradebook: the venv must be on PATH.
+export PATH := $(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: install lab test test-fast bench weights release autograde grades feedback grade-demo clean-course clean
+
+install: $(STAMP)
+
+# torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml environment.yml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[course,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name lecturelib --display-name "Python (lecturelib)" >/dev/null
+	touch $(STAMP)
+
+lab: install
+	$(BIN)/jupyter lab notebooks/
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python bench/run.py $(TOPIC)
+
+# Retrain the shipped model weights (deterministic; a few minutes on 2 cores).
+weights: install
+	$(BIN)/python scripts/train_weights.py segmentation
+
+# --- TA workflow (see README) ---------------------------------------------------------------
+release: install
+	$(BIN)/python -m lecturelib.course release
+
+autograde: install
+	$(BIN)/python -m lecturelib.course autograde
+
+grades: install
+	$(BIN)/python -m lecturelib.course grades
+
+feedback: install
+	$(BIN)/python -m lecturelib.course feedback
+
+grade-demo: install
+	$(BIN)/python -m lecturelib.course demo
+
+clean-course:
+	rm -rf release submitted autograded feedback exchange gradebook.db grades.csv
+
+clean: clean-course
+	rm -rf $(VENV) .pytest_cache *.egg-info

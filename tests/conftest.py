@@ -1,0 +1,41 @@
+"""Test isolation: Jupyter/IPython state in temp dirs, a headless matplotlib, the venv on PATH."""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+_STATE = Path(tempfile.mkdtemp(prefix="lecturelib-test-state-"))
+for var, sub in [("IPYTHONDIR", "ipython"), ("JUPYTER_CONFIG_DIR", "jupyter-config"),
+                 ("JUPYTER_DATA_DIR", "jupyter-data"), ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")]:
+    os.environ[var] = str(_STATE / sub)
+    (_STATE / sub).mkdir(parents=True, exist_ok=True)
+os.environ["MPLBACKEND"] = "Agg"
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+os.environ.pop("NBGRADER_EXECUTION", None)
+os.environ.pop("LECTURELIB_COURSE_ROOT", None)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def course(tmp_path_factory):
+    """A temporary course root with every assignment released (shared by the grading tests)."""
+    root = tmp_path_factory.mktemp("course")
+    saved = {k: os.environ.get(k) for k in ("LECTURELIB_COURSE_ROOT", "LECTURELIB_CELL_TIMEOUT")}
+    os.environ["LECTURELIB_COURSE_ROOT"] = str(root)
+    os.environ["LECTURELIB_CELL_TIMEOUT"] = "20"
+    from lecturelib import course as tool
+    tool.release()
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
