@@ -52,3 +52,21 @@ def text(cell) -> str:
 
 def graded_cells(nb):
     return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+# Building submissions from the source and release notebooks
+def replace_solution(nb, grade_id: str, source: str):
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            cell.source = source
+            return nb
+    raise KeyError(grade_id)
+
+
+def answers(nb) -> dict[str, str]:
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def strip_markers(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if "### " not in line)

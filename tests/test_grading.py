@@ -11,7 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from notebook_tools import NOTEBOOKS, REPO, errors, execute, graded_cells, text
+from notebook_tools import (NOTEBOOKS, REPO, answers as _answers, errors, execute, graded_cells,
+                            replace_solution as _replace_solution, strip_markers as _strip_markers, text)
 
 pytestmark = pytest.mark.slow
 
@@ -90,23 +91,6 @@ def test_blank_release_fails_cleanly_with_the_student_package(course):
 # ---------------------------------------------------------------------------------------------
 # Submissions
 # ---------------------------------------------------------------------------------------------
-def _replace_solution(nb, grade_id: str, source: str):
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
-            cell.source = source
-            return nb
-    raise KeyError(grade_id)
-
-
-def _answers(nb) -> dict[str, str]:
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("solution")}
-
-
-def _strip_markers(source: str) -> str:
-    return "\n".join(line for line in source.splitlines() if "### " not in line)
-
-
 def _submission_variants(course) -> dict[str, nbformat.NotebookNode]:
     source = nbformat.read(SEGMENTATION, as_version=4)
     blank = nbformat.read(course / "release" / "02_segmentation" / "segmentation.ipynb", as_version=4)
