@@ -17,13 +17,28 @@ c.CourseDirectory.root = str(ROOT)
 c.CourseDirectory.course_id = "lecturelib"
 # The source notebooks stay in the repository even when the course root is elsewhere.
 c.CourseDirectory.source_directory = os.path.relpath(HERE / "notebooks", ROOT)
-c.CourseDirectory.db_url = os.environ.get("LECTURELIB_DB_URL", f"sqlite:///{ROOT / 'gradebook.db'}")
+# sqlite waits up to 60 s for a lock, so parallel autograde workers queue instead of failing.
+c.CourseDirectory.db_url = os.environ.get("LECTURELIB_DB_URL", f"sqlite:///{ROOT / 'gradebook.db'}?timeout=60")
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 # A writable exchange inside the course avoids nbgrader's "Unwritable directory" error.
 c.Exchange.root = str(ROOT / "exchange")
 
 # Solutions become this stub in the student version; the checks recognise it and say "not implemented yet".
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Honest grading: student code runs in a sandboxed kernel (bubblewrap), the verdict of every test cell is
+# computed outside it from plain data, and written into the cell's output before nbgrader scores it.
+# LECTURELIB_IN_KERNEL_GRADING=1 restores nbgrader's own Execute (faster, not safe against tampering).
+if not os.environ.get("LECTURELIB_IN_KERNEL_GRADING"):
+    c.Autograde.autograde_preprocessors = [
+        "lecturelib.grading.execute.IsolatedExecute",
+        "nbgrader.preprocessors.IgnorePattern",
+        "nbconvert.preprocessors.ClearMetadataPreprocessor",
+        "nbgrader.preprocessors.LimitOutput",
+        "nbgrader.preprocessors.SaveAutoGrades",
+        "nbgrader.preprocessors.AssignLatePenalties",
+        "nbgrader.preprocessors.CheckCellMetadata",
+    ]
 
 # Run every notebook with the project's own Python (an absolute path in the kernelspec that
 # `make install` registers), never whatever `python` comes first on PATH.

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
 # Parts of the package that only instructors and graders get.
-GRADER_ONLY = ("reference", "hidden", "course.py")
+GRADER_ONLY = ("reference", "hidden", "course.py", "grading")
 
 
 def course_root() -> Path:

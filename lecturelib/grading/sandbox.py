@@ -1,0 +1,134 @@
+"""Run a Jupyter kernel inside a sandbox: bubblewrap on Linux, a limited process elsewhere.
+
+Inside the bubblewrap sandbox the kernel sees a read-only root file system, a private /tmp, no
+network, its own PID namespace (every process it starts dies with it), and none of the grader's
+secrets: the repository is replaced by an empty folder except the package (without its reference
+solutions and hidden cases) and the virtual environment, and the course folders (source,
+submissions, gradebook) are not there at all. Only the submission's work folder is writable.
+Memory (address space) and CPU time are limited with setrlimit; wall time is enforced by the caller.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from jupyter_client import KernelManager
+
+PACKAGE = Path(__file__).resolve().parent.parent       # .../lecturelib
+REPO = PACKAGE.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits of one submission's kernel."""
+
+    memory_mb: int = int(os.environ.get("LECTURELIB_MEMORY_MB", "6144"))
+    cpu_seconds: int = int(os.environ.get("LECTURELIB_CPU_SECONDS", "1800"))
+    cell_timeout: int = int(os.environ.get("LECTURELIB_CELL_TIMEOUT", "120"))
+    collect_timeout: int = int(os.environ.get("LECTURELIB_COLLECT_TIMEOUT", "60"))
+    max_restarts: int = 6
+
+
+@functools.lru_cache(maxsize=None)
+def bubblewrap() -> str | None:
+    """Path of a working ``bwrap`` (tried once), or None."""
+    if sys.platform != "linux" or os.environ.get("LECTURELIB_NO_SANDBOX"):
+        return None
+    path = shutil.which("bwrap")
+    if not path:
+        return None
+    probe = subprocess.run([path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                            "--unshare-all", "--die-with-parent", "true"], capture_output=True)
+    return path if probe.returncode == 0 else None
+
+
+def isolation_level() -> str:
+    return "bubblewrap" if bubblewrap() else "process (no bubblewrap: file system and network are NOT isolated)"
+
+
+def _hidden_paths(course_roots: list[Path]) -> list[Path]:
+    """Grader-only paths that exist and must not be visible inside the sandbox."""
+    paths = [PACKAGE / "reference", PACKAGE / "hidden", *course_roots]
+    return [p for p in paths if p.exists()]
+
+
+def bwrap_args(work: Path, course_roots: list[Path]) -> list[str]:
+    """bubblewrap arguments: read-only root, private /tmp, repository emptied but for the package
+    and the venv, grader-only paths replaced by empty folders, only ``work`` writable."""
+    args = [bubblewrap(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--tmpfs", str(REPO)]
+    args += ["--ro-bind", str(PACKAGE), str(PACKAGE)]
+    venv = Path(sys.prefix)
+    if REPO in venv.parents or venv == REPO:
+        args += ["--ro-bind", str(venv), str(venv)]
+    for path in _hidden_paths(course_roots):
+        inside_repo = path == REPO or REPO in path.parents
+        if inside_repo and PACKAGE not in path.parents:
+            continue  # already gone with the emptied repository
+        if path.is_dir():
+            args += ["--tmpfs", str(path)]
+        else:
+            args += ["--ro-bind", "/dev/null", str(path)]
+    home = Path.home()
+    if home.exists() and home not in Path(sys.executable).resolve().parents:
+        args += ["--tmpfs", str(home)]
+    args += ["--bind", str(work), str(work), "--chdir", str(work / "submission"),
+             "--unshare-all", "--die-with-parent", "--unsetenv", "JPY_PARENT_PID"]
+    return args
+
+
+def limit_args(limits: Limits) -> list[str]:
+    """Run the kernel under setrlimit (address space, CPU seconds)."""
+    return [sys.executable, "-m", "lecturelib.grading.limits", str(limits.memory_mb), str(limits.cpu_seconds), "--"]
+
+
+class SandboxKernelManager(KernelManager):
+    """A KernelManager whose kernel runs inside the sandbox and talks over Unix sockets in ``work``."""
+
+    def __init__(self, work: Path, limits: Limits, course_roots: list[Path], **kwargs):
+        self.work = Path(work)
+        self.limits = limits
+        self.course_roots = [Path(p) for p in course_roots]
+        (self.work / "ipc").mkdir(parents=True, exist_ok=True)
+        super().__init__(transport="ipc", ip=str(self.work / "ipc" / "kernel"),
+                         connection_file=str(self.work / "ipc" / "connection.json"), **kwargs)
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        kernel = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", self.connection_file]
+        cmd = limit_args(self.limits) + kernel
+        if bubblewrap():
+            cmd = bwrap_args(self.work, self.course_roots) + cmd
+        return cmd
+
+    async def _async_pre_start_kernel(self, **kw):
+        env = dict(kw.pop("env", None) or os.environ)
+        env.update(kernel_environment(self.work))
+        kw["env"] = env
+        kw.setdefault("cwd", str(self.work / "submission"))
+        return await super()._async_pre_start_kernel(**kw)
+
+
+def kernel_environment(work: Path) -> dict:
+    """Environment of the kernel: everything writable points into ``work``."""
+    return {
+        "HOME": str(work / "home"),
+        "IPYTHONDIR": str(work / "home" / "ipython"),
+        "JUPYTER_CONFIG_DIR": str(work / "home" / "jupyter"),
+        "JUPYTER_DATA_DIR": str(work / "home" / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(work / "home" / "jupyter-runtime"),
+        "MPLCONFIGDIR": str(work / "home" / "mpl"),
+        "TMPDIR": str(work / "tmp"),
+        "NBGRADER_EXECUTION": "autograde",
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": os.environ.get("LECTURELIB_KERNEL_THREADS", "1"),
+    }
+
+
+def prepare_work(work: Path) -> None:
+    for sub in ("submission", "home", "tmp", "calls", "outcomes", "ipc"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
