@@ -40,7 +40,7 @@ release: install
 	$(BIN)/python -m lecturelib.course release
 
 autograde: install
-	$(BIN)/python -m lecturelib.course autograde
+	$(BIN)/python -m lecturelib.course autograde $(if $(WORKERS),--workers $(WORKERS))
 
 grades: install
 	$(BIN)/python -m lecturelib.course grades

@@ -15,8 +15,10 @@ ROOT = Path(os.environ.get("LECTURELIB_COURSE_ROOT", HERE)).resolve()
 
 c.CourseDirectory.root = str(ROOT)
 c.CourseDirectory.course_id = "lecturelib"
-# The source notebooks stay in the repository even when the course root is elsewhere.
-c.CourseDirectory.source_directory = os.path.relpath(HERE / "notebooks", ROOT)
+# The source notebooks stay in the repository even when the course root is elsewhere
+# (LECTURELIB_SOURCE_ROOT points elsewhere, e.g. for the grading benchmark).
+SOURCE = Path(os.environ.get("LECTURELIB_SOURCE_ROOT", HERE / "notebooks")).resolve()
+c.CourseDirectory.source_directory = os.path.relpath(SOURCE, ROOT)
 # sqlite waits up to 60 s for a lock, so parallel autograde workers queue instead of failing.
 c.CourseDirectory.db_url = os.environ.get("LECTURELIB_DB_URL", f"sqlite:///{ROOT / 'gradebook.db'}?timeout=60")
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]

@@ -26,13 +26,13 @@ PACKAGE = Path(__file__).resolve().parent
 GRADER_ONLY = ("reference", "hidden", "course.py", "grading")
 
 
-def course_root() -> Path:
-    return Path(os.environ.get("LECTURELIB_COURSE_ROOT", REPO)).resolve()
+from .grading.paths import course_root  # noqa: E402
 
 
 def assignments() -> list[str]:
     """Assignment names: the folders of notebooks/ that hold a notebook, in lecture order."""
-    return sorted(p.name for p in (REPO / "notebooks").iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+    from .grading.paths import source_root
+    return sorted(p.name for p in source_root().iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
 def _env() -> dict:
@@ -95,50 +95,114 @@ def submissions(assignment: str | None = None) -> list[tuple[str, str]]:
     return found
 
 
-def autograde(assignment: str | None = None) -> dict[tuple[str, str], bool]:
-    """Autograde every submission; a failure of one never stops the others."""
+def _autograde_one(student: str, assignment: str) -> tuple[bool, str]:
+    proc = nbgrader("autograde", assignment, f"--student={student}", "--force", check=False)
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    return proc.returncode == 0, tail
+
+
+def autograde(assignment: str | None = None, workers: int | None = None) -> dict[tuple[str, str], bool]:
+    """Autograde every submission with ``workers`` parallel nbgrader processes (default: core count).
+
+    A failure of one submission never stops the others: it gets a report with status "error", so it
+    still has a row in the grades. Cells whose in-kernel verdict disagrees with the isolated one are
+    marked "needs manual grade" in the gradebook (formgrader shows them).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = submissions(assignment)
+    workers = max(1, workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(lambda pair: _autograde_one(*pair), todo))
     done = {}
-    for student, name in submissions(assignment):
-        proc = nbgrader("autograde", name, f"--student={student}", "--force", check=False)
-        done[(student, name)] = proc.returncode == 0
-        status = "graded" if proc.returncode == 0 else "FAILED (see nbgrader log)"
-        print(f"{student} / {name}: {status}")
+    for (student, name), (ok, log) in zip(todo, outcomes):
+        done[(student, name)] = ok
+        if not ok:
+            _write_error_report(student, name, log)
+        print(f"{student} / {name}: {'graded' if ok else 'ERROR (see grading_reports)'}")
+    _flag_in_gradebook(todo)
     return done
 
 
-def grades(path: Path | None = None) -> Path:
-    """Write grades.csv: one row per student and assignment, one column per graded cell."""
+def _write_error_report(student: str, assignment: str, log: str) -> None:
+    from .grading.paths import report_path
+    path = report_path(assignment, student, "_submission")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"student": student, "assignment": assignment, "status": ["error"],
+                                "error": log, "cells": {}}, indent=1))
+
+
+def reports(student: str, assignment: str) -> list[dict]:
+    """The isolated grader's reports of one submission (one per notebook, or one error report)."""
+    folder = course_root() / "grading_reports" / assignment / student
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def _flag_in_gradebook(pairs) -> None:
     from nbgrader.api import Gradebook, MissingEntry
 
-    from nbgrader.apps import NbGraderAPI  # noqa: F401 - imported for its side effect of loading models
+    from .grading.paths import db_url
+    with Gradebook(db_url()) as gb:
+        for student, assignment in pairs:
+            for report in reports(student, assignment):
+                for grade_id, cell in report.get("cells", {}).items():
+                    if not cell.get("flagged"):
+                        continue
+                    try:
+                        grade = gb.find_grade(grade_id, report["notebook"], assignment, student)
+                    except MissingEntry:
+                        continue
+                    grade.needs_manual_grade = True
+        gb.db.commit()
+
+
+def status(student: str, assignment: str) -> str:
+    """graded, or what went wrong: timed out, crashed, memory limit, flagged, error, not graded."""
+    found = reports(student, assignment)
+    if not found:
+        return "not graded"
+    return ";".join(sorted({s for r in found for s in r.get("status", ["error"])}))
+
+
+def grades(path: Path | None = None) -> Path:
+    """Write grades.csv: one row per submission (even one that failed), one column per graded cell,
+    plus the isolated grader's status."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from .grading.paths import db_url
 
     path = Path(path or course_root() / "grades.csv")
-    db_url = os.environ.get("LECTURELIB_DB_URL", f"sqlite:///{course_root() / 'gradebook.db'}")
-    rows, columns = [], []
-    with Gradebook(db_url) as gb:
+    rows, columns = [], {}
+    with Gradebook(db_url()) as gb:
         for assignment in gb.assignments:
-            for notebook in assignment.notebooks:
-                for cell in notebook.grade_cells:
-                    columns.append((assignment.name, notebook.name, cell.name, cell.max_score))
+            columns[assignment.name] = [(nb.name, cell.name, cell.max_score)
+                                        for nb in assignment.notebooks for cell in nb.grade_cells]
+        pairs = set(submissions())
         for student in gb.students:
             for assignment in gb.assignments:
                 try:
-                    submission = gb.find_submission(assignment.name, student.id)
+                    gb.find_submission(assignment.name, student.id)
+                    pairs.add((student.id, assignment.name))
                 except MissingEntry:
-                    continue
-                row = {"student": student.id, "assignment": assignment.name,
-                       "score": submission.score, "max_score": submission.max_score,
-                       "needs_manual_grade": submission.needs_manual_grade}
-                for a, nb, cell, _ in columns:
-                    if a != assignment.name:
-                        continue
-                    grade = gb.find_grade(cell, nb, a, student.id)
-                    row[cell] = grade.score
-                rows.append(row)
-    fields = ["student", "assignment", "score", "max_score", "needs_manual_grade"]
-    fields += [cell for _, _, cell, _ in columns if cell not in fields]
+                    pass
+        for student, assignment in sorted(pairs):
+            cells = columns.get(assignment, [])
+            row = {"student": student, "assignment": assignment, "status": status(student, assignment),
+                   "max_score": sum(c[2] for c in cells)}
+            try:
+                submission = gb.find_submission(assignment, student)
+                row["score"] = submission.score
+                row["needs_manual_grade"] = submission.needs_manual_grade
+                for nb_name, cell, _ in cells:
+                    row[cell] = gb.find_grade(cell, nb_name, assignment, student).score
+            except MissingEntry:
+                row.update({"score": 0.0, "needs_manual_grade": True, **{cell: 0.0 for _, cell, _ in cells}})
+            rows.append(row)
+    fields = ["student", "assignment", "score", "max_score", "status", "needs_manual_grade"]
+    for cells in columns.values():
+        fields += [cell for _, cell, _ in cells if cell not in fields]
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     print(f"wrote {len(rows)} rows to {path}")
@@ -161,7 +225,8 @@ def demo() -> None:
     names = release()
     root = course_root()
     for name in names:
-        source = next((REPO / "notebooks" / name).glob("*.ipynb"))
+        from .grading.paths import source_root
+        source = next((source_root() / name).glob("*.ipynb"))
         released = root / "release" / name / source.name
         variants = {"demo_correct": nbformat.read(source, as_version=4),
                     "demo_blank": nbformat.read(released, as_version=4)}
@@ -181,11 +246,12 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["release", "autograde", "grades", "feedback", "demo", "list"])
     parser.add_argument("--assignment", default=None)
+    parser.add_argument("--workers", type=int, default=None, help="parallel autograde workers (default: cores)")
     args = parser.parse_args(argv)
     if args.command == "release":
         release()
     elif args.command == "autograde":
-        results = autograde(args.assignment)
+        results = autograde(args.assignment, args.workers)
         return 0 if all(results.values()) else 1
     elif args.command == "grades":
         grades()

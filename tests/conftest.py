@@ -28,9 +28,10 @@ def repo() -> Path:
 def course(tmp_path_factory):
     """A temporary course root with every assignment released (shared by the grading tests)."""
     root = tmp_path_factory.mktemp("course")
-    saved = {k: os.environ.get(k) for k in ("LECTURELIB_COURSE_ROOT", "LECTURELIB_CELL_TIMEOUT")}
-    os.environ["LECTURELIB_COURSE_ROOT"] = str(root)
-    os.environ["LECTURELIB_CELL_TIMEOUT"] = "20"
+    limits = {"LECTURELIB_COURSE_ROOT": str(root), "LECTURELIB_CELL_TIMEOUT": "20",
+              "LECTURELIB_COLLECT_TIMEOUT": "10", "LECTURELIB_MEMORY_MB": "6144"}
+    saved = {k: os.environ.get(k) for k in limits}
+    os.environ.update(limits)
     from lecturelib import course as tool
     tool.release()
     yield root

@@ -208,6 +208,7 @@ class Case:
     verify: Callable[[list], None]
     expects_error: bool = False
     explain_error: Callable[[Raised], str | None] | None = None
+    about: str = ""  # what a hidden case is about, safe to show (its name reveals the inputs)
 
 
 def _clone_arg(value):
@@ -501,9 +502,9 @@ def build_cases(name: str, suite: str = "visible") -> tuple[Exercise, list[Case]
     specs = exercise.visible if suite == "visible" else hidden_specs(exercise)
     with _quiet(), _seeded(0):
         cases = list(exercise.cases(specs, suite == "visible"))
-    if suite == "hidden":
+    if suite == "hidden":  # hidden names reveal no inputs: the feedback shows them to students
         for i, case in enumerate(cases, 1):
-            case.name = f"hidden case {i}: {case.name}"
+            case.name = f"hidden case {i}" + (f" ({case.about})" if case.about else "")
     return exercise, cases
 
 

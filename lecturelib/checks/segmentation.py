@@ -96,7 +96,7 @@ def _unpool_cases(kind):
 
             yield Case(f"x of shape {_shape_str(spec['shape'])}, scale {scale}"
                        + (f", {spec['dtype']}" if "dtype" in spec else ""),
-                       [Call(x, scale)], verify)
+                       [Call(x, scale)], verify, about=spec.get("about", ""))
     return cases
 
 
@@ -166,7 +166,8 @@ def _max_unpool_cases(specs, reveal):
                     diagnose=lambda g: _diagnose_max_unpool(g, pooled, indices, hw, expected))
 
         yield Case(f"image {n}x{c}x{H}x{W} max-pooled with a {k}x{k} window (stride {k})",
-                   [Call(pooled, indices, (H, W))], verify, explain_error=_explain_max_unpool_error)
+                   [Call(pooled, indices, (H, W))], verify, explain_error=_explain_max_unpool_error,
+                   about=spec.get("about", ""))
 
 
 register(Exercise(
@@ -219,7 +220,7 @@ def _output_size_cases(specs, reveal):
                     causes = [msg for bug, msg in _SIZE_BUGS if bug(h, k, s, p) == got != want]
                     raise Mismatch(where + (f"\nlikely cause: {causes[0]}" if causes else ""))
 
-        yield Case(spec["name"], [Call(h, k, s, p) for h, k, s, p in settings], verify)
+        yield Case(spec["name"], [Call(h, k, s, p) for h, k, s, p in settings], verify, about=spec["name"])
 
 
 register(Exercise(
@@ -360,7 +361,7 @@ def _conv_transpose_case(spec, reveal) -> Case:
 
     if kind in ("value", "impulse"):
         return Case(name, [Call(x, weight, bias, **kwargs)], lambda outcomes: check_output(outcomes[0]),
-                    explain_error=explain_error)
+                    explain_error=explain_error, about=spec.get("about", ""))
 
     if kind == "linearity":
         x2 = _randn(tuple(x.shape), spec["seed"] + 3000, x.dtype)
@@ -376,7 +377,8 @@ def _conv_transpose_case(spec, reveal) -> Case:
             check_output(y1)
 
         return Case(name, [Call(x, weight, None, **kwargs), Call(x2, weight, None, **kwargs),
-                           Call(a * x + b * x2, weight, None, **kwargs)], verify_linear, explain_error=explain_error)
+                           Call(a * x + b * x2, weight, None, **kwargs)], verify_linear, explain_error=explain_error,
+                    about=spec.get("about", "linearity"))
 
     if kind == "adjoint":
         z = _randn(tuple(expected.shape), spec["seed"] + 4000, x.dtype)
@@ -391,7 +393,8 @@ def _conv_transpose_case(spec, reveal) -> Case:
                 raise Mismatch("not the adjoint of conv2d with the same weight, stride and padding" + shown
                                + (f"\nlikely cause: {cause}" if cause else ""))
 
-        return Case(name, [Call(x, weight, None, **kwargs)], verify_adjoint, explain_error=explain_error)
+        return Case(name, [Call(x, weight, None, **kwargs)], verify_adjoint, explain_error=explain_error,
+                    about=spec.get("about", "adjoint of conv2d"))
     raise ValueError(f"unknown conv_transpose2d case kind {kind!r}")
 
 
@@ -518,7 +521,7 @@ def _mean_iou_cases(specs, reveal):
 
         desc = spec.get("name") or (f"{c} classes, labels of shape {_shape_str(shape)}"
                                     + (f", class {list(spec['absent'])} absent from both" if spec.get("absent") else ""))
-        yield Case(desc, [Call(pred, target, c)], verify)
+        yield Case(desc, [Call(pred, target, c)], verify, about=spec.get("about", ""))
 
 
 register(Exercise(

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
@@ -34,7 +35,7 @@ from nbformat.v4 import new_output
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool
 
-from ..checks.core import CheckResult, build_cases, verify_case
+from ..checks.core import EXERCISES, CaseResult, CheckResult, build_cases, verify_case
 from . import protocol
 from .paths import report_path
 from .sandbox import Limits, SandboxKernelManager, isolation_level, prepare_work
@@ -208,7 +209,10 @@ class SandboxRun:
 
     def _collect(self, client, expression: str) -> dict | None:
         """Evaluate a collector as a user expression (bypasses input transformers)."""
-        kc = client.kc
+        return run_sync(self._async_collect)(client, expression)
+
+    async def _async_collect(self, client, expression: str) -> dict | None:
+        kc, km = client.kc, client.km
         msg_id = kc.execute("", silent=False, store_history=False, user_expressions={"r": expression})
         deadline = time.monotonic() + self.limits.collect_timeout
         interrupted = False
@@ -217,16 +221,16 @@ class SandboxRun:
             if remaining <= 0:
                 if interrupted:
                     self.events.append("a graded function hung: kernel killed")
-                    client.km.shutdown_kernel(now=True)
+                    await ensure_async(km.shutdown_kernel(now=True))
                     return None
-                client.km.interrupt_kernel()
+                await ensure_async(km.interrupt_kernel())
                 interrupted = True
                 deadline = time.monotonic() + 10
                 continue
             try:
-                msg = kc.get_shell_msg(timeout=min(remaining, 5))
+                msg = await ensure_async(kc.get_shell_msg(timeout=min(remaining, 2)))
             except Exception:  # noqa: BLE001 - queue.Empty: keep waiting, unless the kernel is gone
-                if not client.km.is_alive():
+                if not await ensure_async(km.is_alive()):
                     return None
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
@@ -347,7 +351,6 @@ def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Pa
 def _verdict(chk: CheckCall, cases, reply: dict | None, work: Path) -> CheckResult:
     """Verify one check call's outcomes (plain data) against its cases, outside the sandbox."""
     def failed(message: str) -> CheckResult:
-        from ..checks.core import CaseResult
         return CheckResult(chk.exercise, chk.suite, (CaseResult("all cases", False, message),), 0.0)
 
     if cases is None:
@@ -369,11 +372,9 @@ def _verdict(chk: CheckCall, cases, reply: dict | None, work: Path) -> CheckResu
     results = []
     for case, outcome, used in zip(cases, outcomes, forbidden):
         if len(outcome) != len(case.calls):
-            from ..checks.core import CaseResult
             results.append(CaseResult(case.name, False, "the outcomes do not match the calls"))
             continue
         results.append(verify_case(case, outcome, used))
-    from ..checks.core import EXERCISES
     return CheckResult(chk.exercise, chk.suite, tuple(results), 0.0, EXERCISES[chk.exercise].summary)
 
 

@@ -13,11 +13,12 @@ def course_root() -> Path:
 
 def source_root() -> Path:
     """The instructor notebooks (nbgrader's source directory)."""
-    return REPO / "notebooks"
+    return Path(os.environ.get("LECTURELIB_SOURCE_ROOT", REPO / "notebooks")).resolve()
 
 
 def db_url() -> str:
-    return os.environ.get("LECTURELIB_DB_URL", f"sqlite:///{course_root() / 'gradebook.db'}")
+    """The gradebook (same rule as nbgrader_config.py): sqlite waits up to 60 s for a lock."""
+    return os.environ.get("LECTURELIB_DB_URL", f"sqlite:///{course_root() / 'gradebook.db'}?timeout=60")
 
 
 def report_path(assignment: str, student: str, notebook: str) -> Path:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
 
 PACKAGE = Path(__file__).resolve().parent.parent       # .../lecturelib
 REPO = PACKAGE.parent
@@ -87,7 +87,7 @@ def limit_args(limits: Limits) -> list[str]:
     return [sys.executable, "-m", "lecturelib.grading.limits", str(limits.memory_mb), str(limits.cpu_seconds), "--"]
 
 
-class SandboxKernelManager(KernelManager):
+class SandboxKernelManager(AsyncKernelManager):
     """A KernelManager whose kernel runs inside the sandbox and talks over Unix sockets in ``work``."""
 
     def __init__(self, work: Path, limits: Limits, course_roots: list[Path], **kwargs):
@@ -97,6 +97,15 @@ class SandboxKernelManager(KernelManager):
         (self.work / "ipc").mkdir(parents=True, exist_ok=True)
         super().__init__(transport="ipc", ip=str(self.work / "ipc" / "kernel"),
                          connection_file=str(self.work / "ipc" / "connection.json"), **kwargs)
+
+    @property
+    def kernel_spec(self):
+        """Interrupts go as messages: a SIGINT to the process group would stop bubblewrap itself."""
+        if self._kernel_spec is None:
+            from jupyter_client.kernelspec import KernelSpec
+            self._kernel_spec = KernelSpec(argv=[], display_name="sandbox", language="python",
+                                           interrupt_mode="message")
+        return self._kernel_spec
 
     def format_kernel_cmd(self, extra_arguments=None):
         kernel = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", self.connection_file]
@@ -110,6 +119,7 @@ class SandboxKernelManager(KernelManager):
         env.update(kernel_environment(self.work))
         kw["env"] = env
         kw.setdefault("cwd", str(self.work / "submission"))
+        kw.setdefault("stdout", subprocess.DEVNULL)  # the kernel's banner; its messages go over the sockets
         return await super()._async_pre_start_kernel(**kw)
 
 
