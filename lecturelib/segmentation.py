@@ -165,6 +165,7 @@ def conv_transpose_explorer(conv_transpose2d: Callable | None = None):
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+    from IPython.display import display
 
     fn = conv_transpose2d or default_conv_transpose2d()
     sliders = {
@@ -190,7 +191,8 @@ def conv_transpose_explorer(conv_transpose2d: Callable | None = None):
         with output:
             output.clear_output(wait=True)
             fig = plot_conv_transpose(result)
-            plt.show(fig)
+            display(fig)
+            plt.close(fig)
         return result
 
     controls = widgets.interactive(draw, **sliders)
