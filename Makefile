@@ -31,9 +31,11 @@ test-fast: install
 bench: install
 	$(BIN)/python bench/run.py $(TOPIC)
 
-# Retrain the shipped model weights (deterministic; a few minutes on 2 cores).
+# Retrain the shipped model weights in lecturelib/weights/ (deterministic; a few minutes each on 2 cores).
 weights: install
 	$(BIN)/python scripts/train_weights.py segmentation
+	$(BIN)/python scripts/train_detr.py
+	$(BIN)/python scripts/train_visualization.py
 
 # --- TA workflow (see README) ---------------------------------------------------------------
 release: install

@@ -60,10 +60,25 @@ _POLYGONS = {
     3: (3, np.cos(np.pi / 3)),  # triangle
     4: (5, 0.45),               # star
 }
+
+
+def _circumradius_factors() -> np.ndarray:
+    """(NUM_CLASSES,) circumradius of each class's shape whose area equals a unit circle's.
+
+    A star polygon with n points and inner ratio q (circumradius 1) has area n q sin(pi / n).
+    """
+    factors = np.ones(NUM_CLASSES)
+    for class_id, (n_points, ratio) in _POLYGONS.items():
+        factors[class_id] = np.sqrt(np.pi / (n_points * ratio * np.sin(np.pi / n_points)))
+    return factors
+
+
+_CIRCUMRADIUS_FACTORS = _circumradius_factors()
 _TEXTURE_NAMES = ("grass", "brick", "gravel")
 _CHUNK = 256          # images generated at once (bounds the memory of the (n, K, H, W) arrays)
-_MAX_ROUNDS = 200     # redraw attempts before giving up on an impossible layout
+_MAX_ROUNDS = 50      # redraw attempts before giving up on an impossible layout
 _MIN_CONTRAST = 0.45  # minimal RGB distance between an object and what lies under it
+_GAP = 1.5            # minimal distance in pixels between the circumcircles of separate objects
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +202,9 @@ def make_shapes(n: int, *, size: int = 64, seed: int = 0, min_objects: int = 1, 
                  "texture" (tinted crop of grass / brick / gravel) or "mixed" (half noise, half texture)
     occlusion:   True: objects are placed independently and later ones are painted over earlier ones;
                  False: objects never overlap or touch
-    min_radius, max_radius: circumradius of the shapes (centre to farthest point) as a fraction of size
+    min_radius, max_radius: size of the shapes as a fraction of ``size``: the radius of the circle
+                 with the same area, so every class is equally large on average (the corners of a
+                 triangle or star reach about 1.55 times as far from the centre, a square's 1.25 times)
 
     Objects left with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels are not painted, and images
     that end up with fewer than ``min_objects`` objects are redrawn, so every count is within range.
@@ -208,6 +225,8 @@ def make_shapes(n: int, *, size: int = 64, seed: int = 0, min_objects: int = 1, 
     if max_radius < min_radius:
         raise ValueError(f"max_radius must be >= min_radius, got max_radius={max_radius} "
                          f"and min_radius={min_radius}")
+    if not occlusion:
+        _check_room(size, min_objects, min_radius * size)
     return _generate(n, size=size, seed=seed, min_objects=min_objects, max_objects=max_objects,
                      background=background, occlusion=bool(occlusion),
                      radius_range=(min_radius * size, max_radius * size), balanced_single=False)
@@ -233,6 +252,15 @@ def make_classification(n: int, *, size: int = 64, seed: int = 0, background: st
     return _generate(n, size=size, seed=seed, min_objects=1, max_objects=1, background=background,
                      occlusion=True, radius_range=(min_radius * size, max_radius * size),
                      balanced_single=True)
+
+
+def _check_room(size: int, min_objects: int, min_radius_px: float, gap: float = _GAP) -> None:
+    """Fail fast when ``min_objects`` separate circles cannot fit (densest packing covers < 91%)."""
+    needed = min_objects * np.pi * (min_radius_px + gap / 2) ** 2
+    if needed > 0.9 * size * size:
+        raise ValueError(f"min_objects={min_objects} non-overlapping objects of radius >= "
+                         f"{min_radius_px:.1f} px cannot fit in a {size}x{size} image; "
+                         f"lower min_objects or min_radius")
 
 
 def _check_background(background) -> str:
@@ -318,13 +346,16 @@ def _draw_layouts(rng, m, size, min_objects, max_objects, occlusion, radius_rang
 
 
 def _random_layout(rng, m, size, min_objects, max_objects, radius_range, forced_labels):
-    """Random number of objects, class, circumradius (px), centre (px) and rotation per slot."""
+    """Random number of objects, class, circumradius (px), centre (px) and rotation per slot.
+
+    ``radius_range`` bounds the equal-area radius; the layout stores the circumradius.
+    """
     count = rng.integers(min_objects, max_objects + 1, size=m)
     shape = (m, max_objects)
     label = rng.integers(1, NUM_CLASSES, size=shape)
     if forced_labels is not None:
         label[:] = forced_labels
-    radius = rng.uniform(*radius_range, size=shape)
+    radius = rng.uniform(*radius_range, size=shape) * _CIRCUMRADIUS_FACTORS[label]
     cx, cy = _random_centres(rng, radius, size)
     return {
         "active": np.arange(max_objects)[None, :] < count[:, None],
@@ -344,7 +375,7 @@ def _random_centres(rng, radius, size):
     return cx, cy
 
 
-def _place_without_overlap(rng, layout, size, tries=100, gap=1.5):
+def _place_without_overlap(rng, layout, size, tries=50, gap=_GAP):
     """Rejection sampling: move each object until its circumcircle is clear of earlier objects.
 
     Objects that find no room after ``tries`` proposals are deactivated.
@@ -496,13 +527,19 @@ def _gradient(rng, m, size, textures=None):
 
 def _tinted_texture(rng, m, size, textures):
     """Random crops of the textures (at scale 1 or 1/2), mapped onto a random dark-light colour ramp."""
-    stack = textures[size]
-    which = rng.integers(0, len(stack), size=m)
-    y0 = rng.integers(0, stack.shape[1] - size + 1, size=m)
-    x0 = rng.integers(0, stack.shape[2] - size + 1, size=m)
+    stacks = [stack for stack in textures if stack.shape[1] >= size]
+    if not stacks:
+        raise ValueError(f"size must be <= {textures[0].shape[1]} for textured backgrounds, got {size}")
+    scale = rng.integers(0, len(stacks), size=m)
+    crops = np.empty((m, size, size), np.float32)
     offsets = np.arange(size)
-    crops = stack[which[:, None, None], (y0[:, None] + offsets)[:, :, None],
-                  (x0[:, None] + offsets)[:, None, :]]
+    for s, stack in enumerate(stacks):
+        idx = np.flatnonzero(scale == s)
+        which = rng.integers(0, len(stack), size=idx.size)
+        y0 = rng.integers(0, stack.shape[1] - size + 1, size=idx.size)
+        x0 = rng.integers(0, stack.shape[2] - size + 1, size=idx.size)
+        crops[idx] = stack[which[:, None, None], (y0[:, None] + offsets)[:, :, None],
+                           (x0[:, None] + offsets)[:, None, :]]
     low = np.percentile(crops, 2, axis=(1, 2), keepdims=True)
     high = np.percentile(crops, 98, axis=(1, 2), keepdims=True)
     t = np.clip((crops - low) / np.maximum(high - low, 1e-3), 0, 1)[..., None]
@@ -522,33 +559,13 @@ def _add_pixel_noise(rng, canvas, which):
     return canvas
 
 
-class _TextureBank(dict):
-    """size -> (T, S, S) float32 stack of textures, grass / brick / gravel at scales 1 and 1/2."""
-
-    def __init__(self, full: list[np.ndarray]):
-        super().__init__()
-        self.full = full
-
-    def __missing__(self, size):
-        from skimage.transform import rescale
-        stack = []
-        for texture in self.full:
-            for scale in (1.0, 0.5):
-                scaled = texture if scale == 1.0 else rescale(texture, scale, anti_aliasing=True)
-                if min(scaled.shape) >= size:
-                    side = min(scaled.shape)
-                    stack.append(scaled[:side, :side].astype(np.float32))
-        if not stack:
-            raise ValueError(f"size={size} is larger than the textures (512 px)")
-        side = min(s.shape[0] for s in stack)
-        self[size] = np.stack([s[:side, :side] for s in stack])
-        return self[size]
-
-
-def _load_textures() -> _TextureBank:
+def _load_textures() -> list[np.ndarray]:
+    """Grass, brick and gravel as float32 stacks in [0, 1]: [(3, 512, 512) at scale 1, (3, 256, 256) at 1/2]."""
     import skimage.data
-    full = [getattr(skimage.data, name)().astype(np.float32) / 255 for name in _TEXTURE_NAMES]
-    return _TextureBank(full)
+    full = np.stack([getattr(skimage.data, name)()[:512, :512] for name in _TEXTURE_NAMES])
+    full = full.astype(np.float32) / 255
+    half = full.reshape(len(full), 256, 2, 256, 2).mean((2, 4))
+    return [full, half]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,405 @@
+"""Plotting helpers used by every notebook.
+
+Each ``show_*`` function makes a new matplotlib figure and returns it; ``draw_boxes`` draws on an axes
+you give it; ``colorize_mask``, ``overlay_mask`` and ``overlay_heatmap`` return images (numpy arrays)
+that you can show or save yourself. In a notebook, end the line with ``;`` (or assign the figure) so
+that the figure is shown once.
+
+Images may be given in any of the forms used in the lecture:
+
+* numpy uint8 (H, W, 3) as loaded from disk or made by ``lecturelib.data``,
+* torch float (3, H, W) in [0, 1] as fed to a network,
+* grey (H, W) arrays or tensors,
+* batches (N, ...) or lists of any of these.
+
+Every class of ``lecturelib.data.CLASSES`` has one fixed colour, ``CLASS_COLORS[class_id]``, used for
+masks, boxes and legends throughout the notebooks.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.patches import Patch, Rectangle
+
+from ._validate import describe, require_array, require_float, require_int
+from .data import CLASSES, NUM_CLASSES
+
+__all__ = [
+    "CLASS_COLORS",
+    "class_color",
+    "to_display",
+    "show_images",
+    "colorize_mask",
+    "overlay_mask",
+    "class_legend_handles",
+    "show_segmentation",
+    "draw_boxes",
+    "overlay_heatmap",
+    "show_heatmaps",
+    "show_filters",
+]
+
+#: (NUM_CLASSES, 3) uint8 RGB colour of each class: background, circle, square, triangle, star.
+CLASS_COLORS = np.array([
+    (40, 40, 40),     # background: dark grey
+    (230, 25, 75),    # circle: red
+    (60, 180, 75),    # square: green
+    (0, 130, 200),    # triangle: blue
+    (255, 200, 25),   # star: yellow
+], dtype=np.uint8)
+CLASS_COLORS.setflags(write=False)
+
+
+def class_color(label) -> tuple[float, float, float]:
+    """The colour of class ``label`` (an int id or a name from CLASSES) as RGB floats in [0, 1]."""
+    if isinstance(label, str):
+        if label not in CLASSES:
+            raise ValueError(f"label must be a class id or one of {CLASSES}, got {label!r}")
+        label = CLASSES.index(label)
+    label = require_int("label", label, minimum=0)
+    if label >= NUM_CLASSES:
+        raise ValueError(f"label must be < {NUM_CLASSES} (number of classes), got {label}")
+    return tuple(float(c) / 255 for c in CLASS_COLORS[label])
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+def to_display(image, name: str = "image") -> np.ndarray:
+    """One image as a numpy array matplotlib can show: (H, W, 3) or grey (H, W), float in [0, 1].
+
+    Accepts (H, W, 3) / (H, W, 1) / (H, W) arrays and (3, H, W) / (1, H, W) tensors or arrays,
+    uint8 (0..255), bool or float (clipped to [0, 1]).
+    """
+    is_tensor = isinstance(image, torch.Tensor)
+    array = require_array(name, image)
+    if array.ndim == 3:
+        channels_first = array.shape[0] in (1, 3) and (is_tensor or array.shape[-1] not in (1, 3, 4))
+        if channels_first:
+            array = np.moveaxis(array, 0, -1)
+        if array.shape[-1] == 4:
+            array = array[..., :3]
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+        elif array.shape[-1] != 3:
+            raise ValueError(f"{name} must have 1 or 3 channels (CHW or HWC), got shape {array.shape}")
+    elif array.ndim != 2:
+        raise ValueError(f"{name} must be (H, W), (H, W, 3) or (3, H, W), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255
+    if array.dtype == bool:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        return np.clip(array, 0, 255).astype(np.float32) / 255
+    return np.clip(array.astype(np.float32), 0, 1)
+
+
+def _as_image_list(images, name: str = "images") -> list:
+    """Split a batch (N, ...) or a list into single images; a single image becomes a list of one."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError(f"{name} must not be empty")
+        return list(images)
+    if not isinstance(images, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name} must be an array, a tensor or a list of them, got {describe(images)}")
+    if images.ndim == 4:
+        if len(images) == 0:
+            raise ValueError(f"{name} must not be empty")
+        return list(images)
+    if images.ndim == 3:
+        looks_single = images.shape[0] in (1, 3) or images.shape[-1] in (1, 3, 4)
+        return [images] if looks_single else list(images)  # else a batch of grey images
+    if images.ndim == 2:
+        return [images]
+    raise ValueError(f"{name} must be an image, a batch (N, ...) or a list, got {describe(images)}")
+
+
+def _grid(n: int, ncols, figsize, cell: float = 2.0, extra_height: float = 0.0):
+    ncols = min(n, 8) if ncols is None else require_int("ncols", ncols, minimum=1)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    if figsize is None:
+        figsize = (cell * ncols, (cell + extra_height) * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        fig.delaxes(ax)
+    return fig, list(axes[:n])
+
+
+def show_images(images, titles=None, ncols=None, figsize=None):
+    """Show images in a grid and return the Figure (one axes per image).
+
+    images: a batch (N, H, W, 3) uint8 / (N, 3, H, W) float / (N, H, W) grey, a list of images,
+            or a single image
+    titles: optional list of N strings
+    """
+    items = _as_image_list(images)
+    if titles is not None:
+        titles = list(titles)
+        if len(titles) != len(items):
+            raise ValueError(f"titles must have one entry per image ({len(items)}), got {len(titles)}")
+    fig, axes = _grid(len(items), ncols, figsize, extra_height=0.3 if titles else 0.0)
+    for i, (ax, image) in enumerate(zip(axes, items)):
+        shown = to_display(image, name=f"images[{i}]")
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Segmentation masks
+# --------------------------------------------------------------------------------------------
+
+def _check_mask(name: str, mask) -> np.ndarray:
+    mask = require_array(name, mask)
+    if mask.ndim < 2:
+        raise ValueError(f"{name} must have at least 2 dimensions (H, W), got shape {mask.shape}")
+    if not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
+        raise TypeError(f"{name} must hold integer class ids, got dtype {mask.dtype}")
+    mask = mask.astype(np.int64)
+    if mask.size and (mask.min() < 0 or mask.max() >= NUM_CLASSES):
+        raise ValueError(f"{name} must hold class ids in 0..{NUM_CLASSES - 1}, "
+                         f"got values in {mask.min()}..{mask.max()}")
+    return mask
+
+
+def colorize_mask(mask) -> np.ndarray:
+    """Class ids (H, W) -> (H, W, 3) uint8 image with CLASS_COLORS[id] at each pixel."""
+    return CLASS_COLORS[_check_mask("mask", mask)]
+
+
+def overlay_mask(image, mask, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the image with the class colours of ``mask`` blended over its objects.
+
+    image: (H, W, 3) uint8 or (3, H, W) float; mask: (H, W) class ids (background pixels stay as is)
+    alpha: weight of the class colour, 0 (image only) to 1 (colour only)
+    """
+    alpha = require_float("alpha", alpha, minimum=0, maximum=1)
+    shown = to_display(image)
+    if shown.ndim == 2:
+        shown = np.repeat(shown[..., None], 3, axis=2)
+    mask = _check_mask("mask", mask)
+    if mask.shape != shown.shape[:2]:
+        raise ValueError(f"mask must have the image's size {shown.shape[:2]}, got shape {mask.shape}")
+    colors = CLASS_COLORS[mask].astype(np.float32) / 255
+    weight = np.where(mask > 0, alpha, 0.0)[..., None]
+    blended = (1 - weight) * shown + weight * colors
+    return np.round(blended * 255).astype(np.uint8)
+
+
+def class_legend_handles(classes=CLASSES) -> list:
+    """Legend patches, one per class, in the class colours."""
+    return [Patch(facecolor=class_color(i), edgecolor="black", label=name) for i, name in enumerate(classes)]
+
+
+def show_segmentation(images, masks_true, masks_pred=None, max_images: int = 8, figsize=None):
+    """One row per image: image | ground truth | prediction (if given), with a class legend.
+
+    images: batch or list of N images; masks_true, masks_pred: (N, H, W) class ids (arrays or tensors)
+    Returns the Figure (N x 2 or N x 3 axes; at most ``max_images`` rows).
+    """
+    max_images = require_int("max_images", max_images, minimum=1)
+    items = _as_image_list(images)
+    truth = _check_mask("masks_true", masks_true)
+    if truth.ndim == 2:
+        truth = truth[None]
+    if len(truth) != len(items):
+        raise ValueError(f"masks_true must have one mask per image ({len(items)}), got {len(truth)}")
+    columns = [("image", None), ("ground truth", truth)]
+    if masks_pred is not None:
+        pred = _check_mask("masks_pred", masks_pred)
+        if pred.ndim == 2:
+            pred = pred[None]
+        if pred.shape != truth.shape:
+            raise ValueError(f"masks_pred must have the shape of masks_true {truth.shape}, got {pred.shape}")
+        columns.append(("prediction", pred))
+    n = min(len(items), max_images)
+    ncols = len(columns)
+    if figsize is None:
+        figsize = (2.0 * ncols + 1.2, 2.0 * n + 0.3)
+    fig, axes = plt.subplots(n, ncols, figsize=figsize, squeeze=False)
+    for row in range(n):
+        for col, (title, masks) in enumerate(columns):
+            ax = axes[row, col]
+            if masks is None:
+                ax.imshow(to_display(items[row], name=f"images[{row}]"), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(colorize_mask(masks[row]))
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1 - 1.1 / figsize[0], 1))
+    fig.legend(handles=class_legend_handles(), loc="center right", fontsize=8, frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Boxes
+# --------------------------------------------------------------------------------------------
+
+def draw_boxes(ax, boxes, labels=None, scores=None, color=None, linewidth: float = 1.5,
+               fontsize: float = 7):
+    """Draw xyxy boxes on ``ax`` (an image shown with imshow) and return ``ax``.
+
+    boxes:  (K, 4) x1, y1, x2, y2 in pixels, x2/y2 exclusive as in lecturelib.data
+    labels: optional (K,) class ids: each box gets its class colour and name
+    scores: optional (K,) confidences printed after the name
+    color:  one colour for all boxes (overrides the class colours)
+    Pixel j covers [j - 0.5, j + 0.5] in imshow coordinates, so boxes are shifted by -0.5 to hug the
+    pixels they contain.
+    """
+    if not isinstance(ax, matplotlib.axes.Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {describe(ax)}")
+    boxes = require_array("boxes", boxes)
+    if boxes.ndim == 1 and boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (K, 4), got {boxes.shape}")
+    k = len(boxes)
+    if labels is not None:
+        labels = require_array("labels", labels).reshape(-1)
+        if len(labels) != k:
+            raise ValueError(f"labels must have one entry per box ({k}), got {len(labels)}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"labels must hold integer class ids, got dtype {labels.dtype}")
+        if k and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+            raise ValueError(f"labels must be class ids in 0..{NUM_CLASSES - 1}, got {labels.tolist()}")
+    if scores is not None:
+        scores = require_array("scores", scores).reshape(-1)
+        if len(scores) != k:
+            raise ValueError(f"scores must have one entry per box ({k}), got {len(scores)}")
+    for i, (x1, y1, x2, y2) in enumerate(boxes.astype(float)):
+        box_color = color if color is not None else (
+            class_color(int(labels[i])) if labels is not None else "white")
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                               edgecolor=box_color, linewidth=linewidth))
+        text = []
+        if labels is not None:
+            text.append(CLASSES[int(labels[i])])
+        if scores is not None:
+            text.append(f"{float(scores[i]):.2f}")
+        if text:
+            ax.text(x1 - 0.5, y1 - 0.5, " ".join(text), fontsize=fontsize, color="black",
+                    va="bottom", ha="left", bbox=dict(facecolor=box_color, alpha=0.8, pad=1,
+                                                      edgecolor="none"))
+    return ax
+
+
+# --------------------------------------------------------------------------------------------
+# Heat maps and filters
+# --------------------------------------------------------------------------------------------
+
+def _resize_heatmap(heatmap, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) map -> (H, W) float32 by bilinear interpolation, min-max normalised to [0, 1]."""
+    heat = torch.as_tensor(require_array("heatmap", heatmap), dtype=torch.float32)
+    heat = heat.squeeze()
+    if heat.ndim != 2:
+        raise ValueError(f"heatmap must be a 2-d map (h, w), got shape {tuple(heat.shape)}")
+    heat = F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    heat = heat - heat.min()
+    top = heat.max()
+    return (heat / top if top > 0 else heat).numpy()
+
+
+def overlay_heatmap(image, heatmap, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: the image with a coloured heat map blended over it.
+
+    image:   (H, W, 3) uint8 or (3, H, W) float (grey also accepted)
+    heatmap: (h, w) any size (e.g. an 8 x 8 CAM); resized bilinearly to (H, W) and min-max normalised
+             for display, so only the relative values matter.
+    """
+    alpha = require_float("alpha", alpha, minimum=0, maximum=1)
+    if cmap not in matplotlib.colormaps:
+        raise ValueError(f"cmap must be a matplotlib colormap name, got {cmap!r}")
+    shown = to_display(image)
+    if shown.ndim == 2:
+        shown = np.repeat(shown[..., None], 3, axis=2)
+    heat = _resize_heatmap(heatmap, shown.shape[:2])
+    colored = matplotlib.colormaps[cmap](heat)[..., :3].astype(np.float32)
+    return ((1 - alpha) * shown + alpha * colored).astype(np.float32)
+
+
+def show_heatmaps(image, heatmaps, titles=None, alpha: float = 0.5, cmap: str = "jet",
+                  show_image: bool = True, figsize=None):
+    """The image, then each heat map overlaid on it, side by side; returns the Figure.
+
+    heatmaps: a list of (h, w) maps, a (M, h, w) array/tensor, or a dict {title: map}
+    titles:   optional list of M titles (taken from the dict keys if heatmaps is a dict)
+    """
+    if isinstance(heatmaps, dict):
+        if titles is None:
+            titles = list(heatmaps)
+        heatmaps = list(heatmaps.values())
+    elif isinstance(heatmaps, (np.ndarray, torch.Tensor)):
+        if heatmaps.ndim == 2:
+            heatmaps = [heatmaps]
+        elif heatmaps.ndim == 3:
+            heatmaps = list(heatmaps)
+        else:
+            raise ValueError(f"heatmaps must be (h, w), (M, h, w) or a list, got {describe(heatmaps)}")
+    elif not isinstance(heatmaps, (list, tuple)):
+        raise TypeError(f"heatmaps must be a list, dict, array or tensor, got {describe(heatmaps)}")
+    if len(heatmaps) == 0:
+        raise ValueError("heatmaps must not be empty")
+    if titles is None:
+        titles = [f"map {i}" for i in range(len(heatmaps))]
+    titles = list(titles)
+    if len(titles) != len(heatmaps):
+        raise ValueError(f"titles must have one entry per heat map ({len(heatmaps)}), got {len(titles)}")
+    panels = [overlay_heatmap(image, h, alpha=alpha, cmap=cmap) for h in heatmaps]
+    if show_image:
+        panels.insert(0, to_display(image))
+        titles.insert(0, "image")
+    return show_images(panels, titles=titles, ncols=len(panels), figsize=figsize)
+
+
+def show_filters(weight, ncols: int = 8, normalize: str = "each", figsize=None):
+    """First-layer conv filters as an image grid; returns the Figure (one axes).
+
+    weight:    (out, 3, k, k) or (out, 1, k, k) tensor/array, or an nn.Conv2d
+    normalize: "each" scales every filter to [0, 1] on its own, "all" uses one range for all filters
+               (shows which filters are strong)
+    """
+    if isinstance(weight, torch.nn.Conv2d):
+        weight = weight.weight
+    if isinstance(weight, torch.Tensor):
+        weight = weight.detach().cpu()
+    w = require_array("weight", weight).astype(np.float32)
+    if w.ndim != 4 or w.shape[1] not in (1, 3):
+        raise ValueError(f"weight must have shape (out, 3, k, k) or (out, 1, k, k), got {w.shape}")
+    if normalize not in ("each", "all"):
+        raise ValueError(f"normalize must be 'each' or 'all', got {normalize!r}")
+    ncols = require_int("ncols", ncols, minimum=1)
+    axes_to_reduce = (1, 2, 3) if normalize == "each" else (0, 1, 2, 3)
+    low = w.min(axis=axes_to_reduce, keepdims=True)
+    high = w.max(axis=axes_to_reduce, keepdims=True)
+    w = (w - low) / np.maximum(high - low, 1e-12)
+
+    out, channels, kh, kw = w.shape
+    ncols = min(ncols, out)
+    nrows = math.ceil(out / ncols)
+    pad = 1
+    grid = np.ones((nrows * (kh + pad) + pad, ncols * (kw + pad) + pad, 3), np.float32)
+    for i in range(out):
+        r, c = divmod(i, ncols)
+        tile = np.moveaxis(w[i], 0, -1)
+        grid[pad + r * (kh + pad): pad + r * (kh + pad) + kh,
+             pad + c * (kw + pad): pad + c * (kw + pad) + kw] = tile  # grey tiles broadcast to RGB
+    if figsize is None:
+        figsize = (min(0.6 * ncols + 0.5, 12), min(0.6 * nrows + 0.5, 12))
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{out} filters of size {kh}x{kw}", fontsize=9)
+    fig.tight_layout()
+    return fig
