@@ -157,6 +157,11 @@ class ForbiddenOp:
 class _ForbiddenOpRecorder(TorchDispatchMode):
     """Records which forbidden ATen operators run while it is active (forward and backward)."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Checks are never compiled: without this, the first check imports torch._dynamo (about 1 s).
+        return False
+
     def __init__(self, forbidden: Sequence[ForbiddenOp]):
         super().__init__()
         self._by_name: dict[str, list[ForbiddenOp]] = {}
@@ -173,12 +178,23 @@ class _ForbiddenOpRecorder(TorchDispatchMode):
 
 @contextlib.contextmanager
 def forbidden_ops_used(forbidden: Sequence[ForbiddenOp]):
-    """Context manager yielding a list that fills with the forbidden ops called inside it."""
+    """Context manager yielding a list that fills with the forbidden ops called inside it.
+
+    Besides ``ForbiddenOp`` (ATen operators), ``forbidden`` may hold watchers of what the dispatcher
+    cannot see: any object with a ``watch(used)`` method returning a context manager that appends the
+    names of forbidden things called inside it to ``used`` (e.g. Python callables such as scipy's
+    solvers, see ``checks/detr.py``).
+    """
     if not forbidden:
         yield []
         return
-    recorder = _ForbiddenOpRecorder(forbidden)
-    with recorder:
+    recorder = _ForbiddenOpRecorder([op for op in forbidden if isinstance(op, ForbiddenOp)])
+    with contextlib.ExitStack() as stack:
+        if recorder._by_name:
+            stack.enter_context(recorder)
+        for watcher in forbidden:
+            if not isinstance(watcher, ForbiddenOp):
+                stack.enter_context(watcher.watch(recorder.used))
         yield recorder.used
 
 
