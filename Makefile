@@ -12,10 +12,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 install: $(STAMP)
 
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+# The editable install is a plain path entry (compat mode), so a student package placed first on
+# PYTHONPATH really replaces the package (setuptools' default finder would still serve its submodules).
 $(STAMP): pyproject.toml environment.yml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[course,dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[course,dev]" \
+		--config-settings editable_mode=compat
 	$(BIN)/python -m ipykernel install --sys-prefix --name lecturelib --display-name "Python (lecturelib)" >/dev/null
 	touch $(STAMP)
 

@@ -19,4 +19,5 @@ def grading_time() -> bool:
 def has_reference() -> bool:
     """True in the instructor/grader copy of the package, which carries ``lecturelib.reference``."""
     import importlib.util
-    return importlib.util.find_spec("lecturelib.reference") is not None
+    spec = importlib.util.find_spec("lecturelib.reference")
+    return spec is not None and spec.origin is not None  # an empty folder (namespace package) does not count

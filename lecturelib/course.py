@@ -101,7 +101,8 @@ def _autograde_one(student: str, assignment: str) -> tuple[bool, str]:
     return proc.returncode == 0, tail
 
 
-def autograde(assignment: str | None = None, workers: int | None = None) -> dict[tuple[str, str], bool]:
+def autograde(assignment: str | None = None, workers: int | None = None,
+              students: list[str] | None = None) -> dict[tuple[str, str], bool]:
     """Autograde every submission with ``workers`` parallel nbgrader processes (default: core count).
 
     A failure of one submission never stops the others: it gets a report with status "error", so it
@@ -110,7 +111,7 @@ def autograde(assignment: str | None = None, workers: int | None = None) -> dict
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    todo = submissions(assignment)
+    todo = [(s, a) for s, a in submissions(assignment) if students is None or s in students]
     workers = max(1, workers or os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         outcomes = list(pool.map(lambda pair: _autograde_one(*pair), todo))

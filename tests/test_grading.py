@@ -156,7 +156,7 @@ def graded(course):
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / "segmentation.ipynb")
         (folder / "timestamp.txt").write_text("2026-11-20 12:00:00.000000 UTC")
-    results = tool.autograde("02_segmentation")
+    results = tool.autograde("02_segmentation", students=list(EXPECTED))
     csv_path = tool.grades(course / "grades.csv")
     tool.feedback("02_segmentation")
     return results, csv_path
@@ -189,7 +189,7 @@ def test_autograde_scores_every_cell_exactly(graded, course):
 def test_exported_csv(graded):
     _, csv_path = graded
     rows = {r["student"]: r for r in csv.DictReader(csv_path.open())}
-    assert set(rows) == set(EXPECTED)
+    assert set(EXPECTED) <= set(rows)  # other tests' students share the course
     for student, expected in EXPECTED.items():
         assert float(rows[student]["score"]) == sum(expected.values()), student
         assert float(rows[student]["max_score"]) == sum(POINTS.values())

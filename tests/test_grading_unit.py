@@ -75,7 +75,7 @@ repo, package, course = map(pathlib.Path, sys.argv[1:4])
 print("reference", (package / "reference").exists() and any((package / "reference").iterdir()))
 print("hidden", (package / "hidden").exists() and any((package / "hidden").iterdir()))
 print("notebooks", (repo / "notebooks").exists())
-print("tests", (repo / "tests").exists())
+print("tests", (repo / "tests").exists() or (repo / ".git").exists())
 print("course", (course / "gradebook.db").exists())
 print("checks", (package / "checks" / "core.py").exists())
 try:

@@ -31,6 +31,7 @@ def test_torch_is_pinned_everywhere():
     assert '"torch==2.13.0"' in makefile
     # torch is installed before anything that could pull an unpinned (CUDA) build
     assert makefile.index("torch==2.13.0") < makefile.index('-e ".[course,dev]"')
+    assert "editable_mode=compat" in makefile
 
 
 def test_ci_runs_make_test_and_readme_shows_both_commands():

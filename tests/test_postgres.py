@@ -56,7 +56,7 @@ def postgres(tmp_path_factory):
                 f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=50")
     try:
         as_postgres(pg_bin / "createdb", "-h", "127.0.0.1", "-p", port, "gradebook")
-        yield f"postgresql://postgres@127.0.0.1:{port}/gradebook"
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/gradebook"
     finally:
         subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin / "pg_ctl"), "-D", str(data / "db"),
                         "-m", "immediate", "stop"], capture_output=True)

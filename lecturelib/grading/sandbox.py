@@ -1,10 +1,10 @@
 """Run a Jupyter kernel inside a sandbox: bubblewrap on Linux, a limited process elsewhere.
 
-Inside the bubblewrap sandbox the kernel sees a read-only root file system, a private /tmp, no
-network, its own PID namespace (every process it starts dies with it), and none of the grader's
-secrets: the repository is replaced by an empty folder except the package (without its reference
-solutions and hidden cases) and the virtual environment, and the course folders (source,
-submissions, gradebook) are not there at all. Only the submission's work folder is writable.
+Inside the bubblewrap sandbox the kernel sees only the system folders (/usr, /etc, ...), the Python
+installation, the virtual environment and the package, all read-only; a private /tmp; no network; its
+own PID namespace (every process it starts dies with it). None of the grader's secrets are there: no
+reference solutions or hidden cases (replaced by empty folders), no source notebooks, no course
+folders, no home folders or other checkouts. Only the submission's work folder is writable.
 Memory (address space) and CPU time are limited with setrlimit; wall time is enforced by the caller.
 """
 from __future__ import annotations
@@ -51,32 +51,38 @@ def isolation_level() -> str:
     return "bubblewrap" if bubblewrap() else "process (no bubblewrap: file system and network are NOT isolated)"
 
 
-def _hidden_paths(course_roots: list[Path]) -> list[Path]:
-    """Grader-only paths that exist and must not be visible inside the sandbox."""
-    paths = [PACKAGE / "reference", PACKAGE / "hidden", *course_roots]
-    return [p for p in paths if p.exists()]
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def _runtime_dirs() -> list[Path]:
+    """What the kernel needs besides the system: the Python installation, the venv, the package."""
+    dirs = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), PACKAGE}
+    dirs = {d for d in dirs if not any(str(d).startswith(s + "/") for s in SYSTEM_DIRS if Path(s).is_dir())}
+    return sorted(dirs, key=lambda d: len(d.parts))
+
+
+def _inside(path: Path, dirs) -> bool:
+    return any(path == d or d in path.parents for d in dirs)
 
 
 def bwrap_args(work: Path, course_roots: list[Path]) -> list[str]:
-    """bubblewrap arguments: read-only root, private /tmp, repository emptied but for the package
-    and the venv, grader-only paths replaced by empty folders, only ``work`` writable."""
-    args = [bubblewrap(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--tmpfs", str(REPO)]
-    args += ["--ro-bind", str(PACKAGE), str(PACKAGE)]
-    venv = Path(sys.prefix)
-    if REPO in venv.parents or venv == REPO:
-        args += ["--ro-bind", str(venv), str(venv)]
-    for path in _hidden_paths(course_roots):
-        inside_repo = path == REPO or REPO in path.parents
-        if inside_repo and PACKAGE not in path.parents:
-            continue  # already gone with the emptied repository
-        if path.is_dir():
-            args += ["--tmpfs", str(path)]
-        else:
-            args += ["--ro-bind", "/dev/null", str(path)]
-    home = Path.home()
-    if home.exists() and home not in Path(sys.executable).resolve().parents:
-        args += ["--tmpfs", str(home)]
+    """bubblewrap arguments. Only the system folders, the Python installation, the venv and the package
+    are visible (read-only): no home folders, no other checkouts, no course folders. The package's
+    reference solutions and hidden cases are replaced by empty folders; only ``work`` is writable."""
+    args = [bubblewrap(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for name in SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), name]
+        elif path.is_dir():
+            args += ["--ro-bind", name, name]
+    runtime = _runtime_dirs()
+    for path in runtime:
+        args += ["--ro-bind", str(path), str(path)]
+    visible = [Path(s) for s in SYSTEM_DIRS] + runtime
+    for path in [PACKAGE / "reference", PACKAGE / "hidden", *map(Path, course_roots)]:
+        if path.exists() and _inside(path.resolve(), visible):
+            args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
     args += ["--bind", str(work), str(work), "--chdir", str(work / "submission"),
              "--unshare-all", "--die-with-parent", "--unsetenv", "JPY_PARENT_PID"]
     return args

@@ -1,0 +1,483 @@
+"""Visualization and understanding: filters, saliency, CAM, Grad-CAM, guided backprop, occlusion,
+how good the maps are (pointing game, randomisation sanity check), ViT attention maps, and widgets.
+
+Demos of the visualization notebook. The graded operations (``saliency_map``,
+``class_activation_map``, ``grad_cam``, ``occlusion_map``) are NOT implemented here: every function
+that needs one takes it as an argument (the notebook passes the student's; scripts, the bench and
+tests pass ``lecturelib.reference.<name>``, see :func:`default_functions`). Models and training live in
+:mod:`lecturelib.visualization_models` and are re-exported here.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import describe, require_float, require_int, require_tensor
+from .data import Shapes
+from .visualization_models import (CLASS_NAMES, PRETRAINED, ShapesClassifier, TinyViT, accuracy,  # noqa: F401
+                                   classification_data, load_pretrained, predict, train_classifier)
+
+__all__ = [
+    "CLASS_NAMES", "PRETRAINED", "ShapesClassifier", "TinyViT", "classification_data", "train_classifier",
+    "predict", "accuracy", "load_pretrained", "default_functions", "first_layer_filters", "upsample_maps",
+    "pointing_game", "centre_in_box", "evaluate_pointing_game", "guided_relus", "guided_backprop", "guided_grad_cam",
+    "randomized_copy", "rank_correlation", "randomization_check", "attention_maps", "attention_rollout",
+    "explain", "plot_explanations", "explanation_widget", "occlusion_patch_widget", "gradcam_cam_identity",
+]
+
+EXERCISES = ("saliency_map", "class_activation_map", "grad_cam", "occlusion_map")
+
+
+def default_functions() -> dict[str, Callable]:
+    """The reference solutions where they ship (instructor copy); an empty dict in the student copy."""
+    try:
+        from . import reference
+    except ImportError:
+        return {}
+    return {name: getattr(reference, name) for name in EXERCISES}
+
+
+def _check_model(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    return model
+
+
+def _check_fn(name: str, fn) -> Callable:
+    if not callable(fn):
+        raise TypeError(f"{name} must be a function (yours from the notebook), got {describe(fn)}")
+    return fn
+
+
+# ------------------------------------------------------------------------------------------------
+# First-layer filters
+# ------------------------------------------------------------------------------------------------
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
+    """The weight (out, in, k, k) of the model's first nn.Conv2d (what the lecture shows for AlexNet)."""
+    for module in _check_model(model).modules():
+        if isinstance(module, nn.Conv2d):
+            return module.weight.detach().cpu()
+    raise ValueError("the model has no nn.Conv2d layer")
+
+
+# ------------------------------------------------------------------------------------------------
+# Maps for display, and the pointing game
+# ------------------------------------------------------------------------------------------------
+def upsample_maps(maps, size, normalize: bool = True) -> torch.Tensor:
+    """(N, h, w) maps -> (N, H, W) float32, bilinear; ``normalize`` scales each map to [0, 1].
+
+    The display helper of Grad-CAM and occlusion maps (their functions return them at their own
+    resolution, unnormalised). A constant map becomes all zeros.
+    """
+    maps = torch.as_tensor(maps).detach().cpu().float()
+    if maps.ndim == 2:
+        maps = maps[None]
+    require_tensor("maps", maps, ndim=3)
+    if isinstance(size, int):
+        size = (size, size)
+    h, w = (require_int("size", int(s), minimum=1) for s in size)
+    out = F.interpolate(maps[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    if normalize:
+        low = out.flatten(1).min(1).values[:, None, None]
+        high = out.flatten(1).max(1).values[:, None, None]
+        out = torch.where(high > low, (out - low) / (high - low).clamp_min(1e-12), torch.zeros_like(out))
+    return out
+
+
+def pointing_game(maps, boxes, size) -> np.ndarray:
+    """(N,) bool: does the maximum of each map, upsampled to ``size``, fall inside the object's box?
+
+    maps: (N, h, w) any resolution; boxes: N arrays (K, 4) xyxy (x2, y2 exclusive), as in
+    ``Shapes.boxes``: a hit if the maximum lies in any of the image's boxes. Ties: the first maximum.
+    """
+    up = upsample_maps(maps, size, normalize=False)
+    if len(boxes) != len(up):
+        raise ValueError(f"boxes must hold one entry per map ({len(up)}), got {len(boxes)}")
+    flat = up.flatten(1).argmax(1)
+    ys, xs = (flat // up.shape[2]).numpy(), (flat % up.shape[2]).numpy()
+    hits = np.zeros(len(up), bool)
+    for i, (x, y, b) in enumerate(zip(xs, ys, boxes)):
+        b = np.asarray(b, np.float64).reshape(-1, 4)
+        hits[i] = bool(np.any((b[:, 0] <= x) & (x < b[:, 2]) & (b[:, 1] <= y) & (y < b[:, 3])))
+    return hits
+
+
+def centre_in_box(shapes: Shapes) -> np.ndarray:
+    """(N,) bool: does the image's centre pixel lie inside one of its boxes? (A map that always
+    points at the centre wins the pointing game on exactly these images.)"""
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes, got {describe(shapes)}")
+    centre = shapes.size // 2
+    return np.array([bool(np.any((b[:, 0] <= centre) & (centre < b[:, 2]) & (b[:, 1] <= centre) & (centre < b[:, 3])))
+                     for b in (np.asarray(b, np.float64).reshape(-1, 4) for b in shapes.boxes)])
+
+
+def evaluate_pointing_game(methods: dict, shapes: Shapes, *, batch_size: int = 100, classes: str = "true",
+                           model: nn.Module | None = None) -> dict[str, dict]:
+    """Run each method on every image of ``shapes`` and score it with the pointing game.
+
+    methods: {name: fn(images, labels) -> (N, h, w) maps}; classes: "true" (the labelled class) or
+    "predicted" (the model's prediction; needs ``model``). Returns {name: {"hit_rate", "off_centre",
+    "seconds", "hits"}} where "off_centre" is the hit rate on the images whose box does not contain the
+    image centre (NaN if there are none); a method that raises gets {"error": message}.
+    """
+    images, labels = classification_data(shapes)
+    if classes == "predicted":
+        labels = predict(_check_model(model), images).argmax(1)
+    elif classes != "true":
+        raise ValueError(f"classes must be 'true' or 'predicted', got {classes!r}")
+    results, off_centre = {}, ~centre_in_box(shapes)
+    for name, fn in methods.items():
+        _check_fn(f"methods[{name!r}]", fn)
+        start = time.perf_counter()
+        try:
+            maps = torch.cat([torch.as_tensor(fn(images[i:i + batch_size], labels[i:i + batch_size])).detach()
+                              for i in range(0, len(images), batch_size)])
+        except NotImplementedError:
+            results[name] = {"error": "not implemented yet"}
+            continue
+        except Exception as exc:  # noqa: BLE001 - reported in the table instead of a traceback
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+            continue
+        hits = pointing_game(maps, shapes.boxes, shapes.size)
+        results[name] = {"hit_rate": float(hits.mean()),
+                         "off_centre": float(hits[off_centre].mean()) if off_centre.any() else float("nan"),
+                         "seconds": time.perf_counter() - start, "hits": hits}
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Guided backprop
+# ------------------------------------------------------------------------------------------------
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU forward; backward passes only positive gradients through positive inputs."""
+
+    @staticmethod
+    def forward(ctx, x):
+        positive = x > 0
+        ctx.save_for_backward(positive)
+        return x * positive
+
+    @staticmethod
+    def backward(ctx, grad):
+        (positive,) = ctx.saved_tensors
+        return grad * positive * (grad > 0)
+
+
+@contextlib.contextmanager
+def guided_relus(model: nn.Module):
+    """Inside the block every nn.ReLU module of ``model`` back-propagates the guided way
+    (Springenberg et al.): gradient kept only where both the input and the gradient are positive.
+    Functional ``F.relu`` calls are not changed (as in captum). Restored on exit, also on error."""
+    relus = [m for m in _check_model(model).modules() if isinstance(m, nn.ReLU)]
+    for relu in relus:
+        relu.forward = _GuidedReLU.apply  # an instance attribute shadows the class's forward
+    try:
+        yield model
+    finally:
+        for relu in relus:
+            del relu.forward
+
+
+def guided_backprop(model: nn.Module, images: torch.Tensor, labels) -> torch.Tensor:
+    """(N, C, H, W) guided-backprop gradient of each image's class score (model run in eval mode)."""
+    _check_model(model)
+    require_tensor("images", images, ndim=4, floating=True)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(len(images))
+    was_training = model.training
+    model.eval()
+    try:
+        with guided_relus(model), torch.enable_grad():
+            x = images.detach().clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(model(x).gather(1, labels[:, None]).sum(), x)
+        return grad
+    finally:
+        model.train(was_training)
+
+
+def guided_grad_cam(model: nn.Module, target_layer: nn.Module, images: torch.Tensor, labels,
+                    grad_cam: Callable) -> torch.Tensor:
+    """Guided Grad-CAM: guided backprop (N, C, H, W) times the Grad-CAM map upsampled to (H, W)
+    and normalised to [0, 1] per image. ``grad_cam`` is your function (or the reference)."""
+    _check_fn("grad_cam", grad_cam)
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(len(images))
+    cam = upsample_maps(grad_cam(model, target_layer, images, labels), images.shape[-2:])
+    return guided_backprop(model, images, labels) * cam[:, None].to(images.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sanity check: randomise the weights, the maps must change (Adebayo et al., 2018)
+# ------------------------------------------------------------------------------------------------
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A deep copy of ``model`` whose layers are re-initialised with random weights (same architecture).
+    BatchNorm statistics are reset too. The original model is not touched."""
+    twin = copy.deepcopy(_check_model(model))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(require_int("seed", seed, minimum=0))
+    try:
+        for module in twin.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+    finally:
+        torch.random.set_rng_state(state)
+    return twin.eval()
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    return x.argsort(dim=1).argsort(dim=1).double()
+
+
+def rank_correlation(a, b) -> torch.Tensor:
+    """(N,) Spearman rank correlation between map a[n] and map b[n] (same shape, flattened)."""
+    a, b = torch.as_tensor(a).flatten(1), torch.as_tensor(b).flatten(1)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+
+
+def randomization_check(model: nn.Module, images: torch.Tensor, labels, methods: dict, seed: int = 0) -> dict:
+    """Maps of the trained model vs the same architecture with random weights.
+
+    methods: {name: fn(model, images, labels) -> (N, h, w) maps}. Returns {name: {"correlation": mean
+    Spearman rank correlation of the upsampled maps, "trained": maps, "random": maps}} (or {"error"}).
+    A method whose maps barely change (correlation near 1) does not explain what the model learned.
+    """
+    random_model = randomized_copy(model, seed)
+    size = images.shape[-2:]
+    results = {}
+    for name, fn in methods.items():
+        try:
+            trained = upsample_maps(fn(model, images, labels), size)
+            random = upsample_maps(fn(random_model, images, labels), size)
+        except NotImplementedError:
+            results[name] = {"error": "not implemented yet"}
+            continue
+        results[name] = {"correlation": float(rank_correlation(trained, random).mean()),
+                         "trained": trained, "random": random}
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Grad-CAM = CAM / (h * w) at the last layer of a GAP + linear model
+# ------------------------------------------------------------------------------------------------
+def gradcam_cam_identity(model: ShapesClassifier, images: torch.Tensor, classes, grad_cam: Callable,
+                         class_activation_map: Callable) -> dict:
+    """Compare Grad-CAM at the last conv block with ReLU(CAM) / (h * w), both computed by the given
+    functions (yours). Returns the maps, their largest difference and the ratio of their sums."""
+    if not isinstance(model, ShapesClassifier):
+        raise TypeError(f"model must be a ShapesClassifier, got {describe(model)}")
+    classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1).expand(len(images))
+    last = list(model.blocks().values())[-1]
+    gc = torch.as_tensor(grad_cam(model, last, images, classes)).detach()
+    with torch.no_grad():
+        features = model.eval().forward_features(images)
+    cam = torch.as_tensor(class_activation_map(features, model.fc.weight.detach(), classes)).detach()
+    hw = features.shape[2] * features.shape[3]
+    scaled = F.relu(cam) / hw
+    return {"grad_cam": gc, "cam": cam, "relu_cam_over_hw": scaled, "hw": hw,
+            "max_abs_difference": float((gc - scaled).abs().max()),
+            "ratio": float(F.relu(cam).sum() / gc.sum().clamp_min(1e-30))}
+
+
+# ------------------------------------------------------------------------------------------------
+# ViT attention maps
+# ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def attention_maps(vit: TinyViT, images: torch.Tensor) -> torch.Tensor:
+    """(N, depth, heads, g, g): how much the class token attends to each patch, per block and head."""
+    if not isinstance(vit, TinyViT):
+        raise TypeError(f"vit must be a TinyViT, got {describe(vit)}")
+    was_training = vit.training
+    vit.eval()
+    try:
+        _, attentions = vit(images, return_attention=True)
+    finally:
+        vit.train(was_training)
+    stacked = torch.stack(attentions, dim=1)  # (N, depth, heads, T, T)
+    g = vit.grid
+    return stacked[:, :, :, 0, 1:].reshape(len(images), len(attentions), -1, g, g)
+
+
+@torch.no_grad()
+def attention_rollout(vit: TinyViT, images: torch.Tensor) -> torch.Tensor:
+    """(N, g, g) attention rollout (Abnar & Zuidema, 2020): the head-averaged attention of each block,
+    mixed with the identity for the residual connection (0.5 A + 0.5 I, rows renormalised), multiplied
+    through the blocks; the class token's row over the patches."""
+    if not isinstance(vit, TinyViT):
+        raise TypeError(f"vit must be a TinyViT, got {describe(vit)}")
+    was_training = vit.training
+    vit.eval()
+    try:
+        _, attentions = vit(images, return_attention=True)
+    finally:
+        vit.train(was_training)
+    t = attentions[0].shape[-1]
+    rollout = torch.eye(t).expand(len(images), t, t)
+    for attention in attentions:
+        mixed = 0.5 * attention.mean(1) + 0.5 * torch.eye(t)
+        mixed = mixed / mixed.sum(-1, keepdim=True)
+        rollout = mixed @ rollout
+    return rollout[:, 0, 1:].reshape(len(images), vit.grid, vit.grid)
+
+
+# ------------------------------------------------------------------------------------------------
+# Explanations side by side, and the widgets
+# ------------------------------------------------------------------------------------------------
+def explain(model: nn.Module, image: torch.Tensor, class_idx: int, layer: str, *, grad_cam: Callable | None = None,
+            saliency_map: Callable | None = None, occlusion_map: Callable | None = None, patch: int = 16,
+            stride: int = 4) -> dict:
+    """Grad-CAM (at block ``layer``), saliency and occlusion of one image (3, H, W) for one class.
+
+    Pure computation for the widget: returns {"image", "class_idx", "probabilities", "maps":
+    {name: (H, W) in [0, 1]}, "errors": {name: message}}. A function left as None is skipped.
+    """
+    _check_model(model)
+    image = require_tensor("image", image, ndim=3, floating=True)
+    class_idx = require_int("class_idx", class_idx, minimum=0)
+    blocks = model.blocks() if isinstance(model, ShapesClassifier) else {}
+    if grad_cam is not None and layer not in blocks:
+        raise ValueError(f"layer must be one of {tuple(blocks)}, got {layer!r}")
+    batch, labels, size = image[None], torch.tensor([class_idx]), image.shape[-2:]
+    calls = {}
+    if grad_cam is not None:
+        calls[f"Grad-CAM ({layer})"] = lambda: grad_cam(model, blocks[layer], batch, labels)
+    if saliency_map is not None:
+        calls["saliency"] = lambda: saliency_map(model, batch, labels)
+    if occlusion_map is not None:
+        calls[f"occlusion (patch {patch})"] = lambda: occlusion_map(model, batch, labels, patch, stride)
+    maps, errors = {}, {}
+    for name, call in calls.items():
+        try:
+            maps[name] = upsample_maps(torch.as_tensor(call()).detach(), size)[0].numpy()
+        except NotImplementedError:
+            errors[name] = "not implemented yet"
+        except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
+            errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+    probabilities = predict(model, batch).softmax(1)[0].numpy()
+    return {"image": image, "class_idx": class_idx, "probabilities": probabilities, "maps": maps, "errors": errors}
+
+
+def plot_explanations(result: dict, alpha: float = 0.5, fig=None):
+    """Draw an :func:`explain` result: the image, then each map overlaid with opacity ``alpha``."""
+    import matplotlib.pyplot as plt
+
+    from .plot import overlay_heatmap, to_display
+
+    alpha = require_float("alpha", alpha, minimum=0, maximum=1)
+    panels = [("image", to_display(result["image"]))]
+    panels += [(name, overlay_heatmap(result["image"], heat, alpha=alpha)) for name, heat in result["maps"].items()]
+    panels += [(name, None) for name in result["errors"]]
+    if fig is None:
+        fig = plt.figure(figsize=(2.6 * len(panels), 3.0))
+    fig.clear()
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, picture) in zip(axes, panels):
+        if picture is None:
+            ax.text(0.5, 0.5, f"{name}:\n{result['errors'][name]}", ha="center", va="center", wrap=True,
+                    fontsize=8, color="crimson", transform=ax.transAxes)
+        else:
+            ax.imshow(picture)
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    probs = ", ".join(f"{c} {p:.2f}" for c, p in zip(CLASS_NAMES, result["probabilities"]))
+    fig.suptitle(f"class '{CLASS_NAMES[result['class_idx']]}'   (model: {probs})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _show(fig) -> None:
+    """Show a figure inside a widget's Output (any matplotlib backend), then close it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+def explanation_widget(model: ShapesClassifier, shapes: Shapes, *, grad_cam: Callable | None = None,
+                       saliency_map: Callable | None = None, occlusion_map: Callable | None = None):
+    """Pick an image, a class and a layer; see Grad-CAM, saliency and occlusion side by side, with an
+    overlay-opacity slider and an occlusion patch-size slider. Pass your own functions.
+    Returns the ipywidgets box (display it as a cell's last expression); ``box.interactive.result`` holds
+    the last :func:`explain` result."""
+    import ipywidgets as widgets
+
+    if not isinstance(model, ShapesClassifier):
+        raise TypeError(f"model must be a ShapesClassifier, got {describe(model)}")
+    images, targets = classification_data(shapes)
+    blocks = list(model.blocks())
+    controls = {
+        "index": widgets.IntSlider(0, 0, len(images) - 1, description="image"),
+        "class_idx": widgets.Dropdown(options=[(n, i) for i, n in enumerate(CLASS_NAMES)], value=int(targets[0]),
+                                      description="class"),
+        "layer": widgets.Dropdown(options=blocks, value=blocks[-1], description="layer"),
+        "alpha": widgets.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="opacity"),
+        "patch": widgets.IntSlider(16, 4, 32, step=4, description="patch"),
+    }
+
+    def follow_image(change):
+        controls["class_idx"].value = int(targets[change["new"]])
+
+    controls["index"].observe(follow_image, names="value")
+    output = widgets.Output()
+
+    def draw(index, class_idx, layer, alpha, patch):
+        result = explain(model, images[index], class_idx, layer, grad_cam=grad_cam, saliency_map=saliency_map,
+                         occlusion_map=occlusion_map, patch=patch, stride=max(patch // 4, 1))
+        with output:
+            output.clear_output(wait=True)
+            _show(plot_explanations(result, alpha))
+        return result
+
+    interactive = widgets.interactive(draw, **controls)
+    box = widgets.VBox([widgets.HBox([widgets.VBox([controls["index"], controls["class_idx"], controls["layer"]]),
+                                      widgets.VBox([controls["alpha"], controls["patch"]])]), output])
+    box.interactive = interactive
+    return box
+
+
+def occlusion_patch_widget(model: nn.Module, image: torch.Tensor, label: int, occlusion_map: Callable):
+    """Occlusion maps of one image for a patch-size slider (stride = patch / 4). Returns the box."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from .plot import overlay_heatmap
+
+    _check_fn("occlusion_map", occlusion_map)
+    output = widgets.Output()
+    slider = widgets.IntSlider(16, 4, 48, step=4, description="patch")
+
+    def draw(patch):
+        with output:
+            output.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+            try:
+                drops = torch.as_tensor(occlusion_map(model, image[None], torch.tensor([label]), patch,
+                                                      max(patch // 4, 1))).detach()[0]
+                axes[0].imshow(drops.numpy(), cmap="coolwarm")
+                axes[0].set_title(f"score drop, {tuple(drops.shape)} positions", fontsize=9)
+                axes[1].imshow(overlay_heatmap(image, upsample_maps(drops, image.shape[-2:])[0].numpy()))
+                axes[1].set_title("overlay", fontsize=9)
+            except NotImplementedError:
+                axes[0].text(0.1, 0.5, "implement occlusion_map first", color="crimson")
+            for ax in axes:
+                ax.set_axis_off()
+            fig.tight_layout()
+            _show(fig)
+        return patch
+
+    interactive = widgets.interactive(draw, patch=slider)
+    box = widgets.VBox([slider, output])
+    box.interactive = interactive
+    return box

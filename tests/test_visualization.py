@@ -1,0 +1,309 @@
+"""The visualization topic module, its models and the reference solutions' facts and argument checks."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lecturelib import data, reference as ref, visualization as vis
+from lecturelib.checks.visualization import TinyCNN, model_state
+from lecturelib.visualization_models import WEIGHTS_DIR
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: with one thread these tests run several times faster on a busy 2-core machine
+    (two threads per process oversubscribe the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return data.make_classification(120, seed=1)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return vis.load_pretrained("classifier_shapes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and weights
+# ---------------------------------------------------------------------------------------------
+def test_classifier_architecture_has_a_gap_linear_head_and_16x16_last_layer():
+    model = vis.ShapesClassifier().eval()
+    assert list(model.blocks()) == ["block1", "block2", "block3", "block4", "block5"]
+    x = torch.rand(2, 3, 64, 64)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 64, 16, 16)
+    assert torch.allclose(model(x), model.fc(feats.mean((2, 3))), atol=1e-6)
+
+
+def test_shipped_classifier_is_accurate_and_documented(classifier, held_out):
+    assert not classifier.training
+    assert vis.accuracy(classifier, held_out) >= 0.95
+    meta = classifier.metadata
+    assert meta["command"].startswith("python scripts/train_visualization.py")
+    assert meta["held_out_accuracy"] >= 0.97
+    assert set(meta["pointing_game"]) == set(classifier.blocks())
+    assert max(meta["pointing_game"].values()) >= 0.9   # Grad-CAM's best layer points at the object
+
+
+def test_shipped_vit_loads_and_classifies(held_out):
+    vit = vis.load_pretrained("vit_shapes")
+    assert vis.accuracy(vit, held_out) > 0.9
+    assert vit.metadata["held_out_accuracy"] > 0.95
+
+
+def test_weights_files_are_small():
+    for name in vis.PRETRAINED:
+        path = WEIGHTS_DIR / f"{name}.pt"
+        assert path.stat().st_size < 2_000_000, name
+
+
+def test_load_pretrained_rejects_unknown_names():
+    with pytest.raises(ValueError, match="classifier_shapes"):
+        vis.load_pretrained("resnet50")
+    with pytest.raises(TypeError, match="name"):
+        vis.load_pretrained(3)
+
+
+def test_train_classifier_reduces_the_loss():
+    torch.manual_seed(0)
+    model = vis.ShapesClassifier(blocks=((8, 1, True), (8, 1, True)))
+    losses = vis.train_classifier(model, data.make_classification(128, seed=3), epochs=3, batch_size=32,
+                                  progress=False)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+
+
+def test_first_layer_filters(classifier):
+    assert vis.first_layer_filters(classifier).shape == (16, 3, 3, 3)
+    with pytest.raises(ValueError, match="Conv2d"):
+        vis.first_layer_filters(nn.Linear(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts the notebook shows, on the shipped model with the reference solutions
+# ---------------------------------------------------------------------------------------------
+def test_grad_cam_equals_cam_over_hw_at_the_last_layer(classifier, held_out):
+    images, labels = vis.classification_data(held_out.subset(range(8)))
+    out = vis.gradcam_cam_identity(classifier, images, labels, ref.grad_cam, ref.class_activation_map)
+    assert out["hw"] == 256
+    assert out["max_abs_difference"] < 1e-5 * float(out["grad_cam"].abs().max())
+    assert out["ratio"] == pytest.approx(256, rel=1e-4)
+
+
+def test_cam_mean_plus_bias_is_the_score(classifier, held_out):
+    images, labels = vis.classification_data(held_out.subset(range(4)))
+    with torch.no_grad():
+        feats = classifier.forward_features(images)
+        cam = ref.class_activation_map(feats, classifier.fc.weight, labels)
+        scores = classifier(images).gather(1, labels[:, None])[:, 0]
+    assert torch.allclose(cam.mean((1, 2)) + classifier.fc.bias[labels], scores, atol=1e-4)
+
+
+def test_occlusion_with_a_whole_image_patch_is_f_x_minus_f_zero(classifier, held_out):
+    images, labels = vis.classification_data(held_out.subset(range(3)))
+    drops = ref.occlusion_map(classifier, images, labels, patch=64, stride=1)
+    with torch.no_grad():
+        expected = (classifier(images) - classifier(torch.zeros_like(images))).gather(1, labels[:, None])[:, 0]
+    assert drops.shape == (3, 1, 1)
+    assert torch.allclose(drops[:, 0, 0], expected, atol=1e-4)
+
+
+def test_saliency_of_a_linear_model_is_abs_w():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 5 * 4, 3)).double()
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    y = torch.tensor([2, 0])
+    got = ref.saliency_map(model, x, y)
+    expected = model[1].weight.detach()[y].reshape(2, 3, 5, 4).abs().amax(1)
+    assert torch.equal(got, expected)
+
+
+def test_reference_grad_cam_leaves_the_model_as_it_was():
+    model = TinyCNN(5, bn=True).train()
+    model.conv1.weight.requires_grad_(False)
+    model.fc.weight.grad = torch.ones_like(model.fc.weight)
+    before = model_state(model)
+    ref.grad_cam(model, model.conv3, torch.randn(3, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2]))
+    after = model_state(model)
+    assert before["hooks"] == after["hooks"] == {}
+    assert before["training"] == after["training"]
+    assert before["requires_grad"] == after["requires_grad"]
+    assert torch.equal(before["grad"]["fc.weight"], after["grad"]["fc.weight"])
+    assert after["grad"]["conv2.weight"] is None
+    for name in before["buffers"]:
+        assert torch.equal(before["buffers"][name], after["buffers"][name])
+
+
+def test_reference_grad_cam_removes_its_hook_on_error():
+    model = TinyCNN(6)
+    with pytest.raises(ValueError, match="class_idx"):
+        ref.grad_cam(model, model.conv2, torch.randn(1, 3, 8, 8, dtype=torch.float64), torch.tensor([7]))
+    assert model_state(model)["hooks"] == {}
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x: ref.grad_cam(m, nn.Conv2d(3, 3, 1), x, torch.tensor([0])), "not a submodule"),
+    (lambda m, x: ref.grad_cam(m, m.conv1, x[0], torch.tensor([0])), "images"),
+    (lambda m, x: ref.grad_cam(m, m.conv1, x, torch.tensor([0, 1])), "class_idx"),
+    (lambda m, x: ref.grad_cam(m, m.conv1, x, torch.tensor([0.5])), "class_idx"),
+    (lambda m, x: ref.grad_cam("model", m.conv1, x, 0), "model"),
+    (lambda m, x: ref.saliency_map(m, x, torch.tensor([-1])), "labels"),
+    (lambda m, x: ref.occlusion_map(m, x, torch.tensor([0]), 9, 1), "patch"),
+    (lambda m, x: ref.occlusion_map(m, x, torch.tensor([0]), 2, 0), "stride"),
+    (lambda m, x: ref.class_activation_map(x, torch.ones(2, 4), torch.tensor([0])), "fc_weight"),
+])
+def test_reference_validates_arguments(call, match):
+    model = TinyCNN(7)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(model, x)
+
+
+def test_reference_accepts_an_int_class_for_every_image():
+    model = TinyCNN(8)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    assert torch.equal(ref.grad_cam(model, model.conv2, x, 1),
+                       ref.grad_cam(model, model.conv2, x, torch.tensor([1, 1])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Display helper, pointing game, guided backprop, sanity check, ViT
+# ---------------------------------------------------------------------------------------------
+def test_upsample_maps_resizes_and_normalises():
+    maps = torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[5.0, 5.0], [5.0, 5.0]]])
+    up = vis.upsample_maps(maps, 8)
+    assert up.shape == (2, 8, 8) and up.dtype == torch.float32
+    assert float(up[0].min()) == 0.0 and float(up[0].max()) == pytest.approx(1.0)
+    assert torch.equal(up[1], torch.zeros(8, 8))      # a constant map has no maximum to show
+    assert vis.upsample_maps(maps[0], (4, 6), normalize=False).shape == (1, 4, 6)
+
+
+def test_pointing_game_hits_and_misses():
+    maps = torch.zeros(3, 4, 4)
+    maps[0, 0, 0] = 1      # top-left cell -> upsampled peak near (4, 4) of a 32 x 32 image
+    maps[1, 3, 3] = 1      # bottom-right
+    maps[2, 0, 3] = 1      # top-right
+    boxes = [np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10]]), np.array([[0, 0, 5, 5], [20, 0, 32, 9]])]
+    assert vis.pointing_game(maps, boxes, 32).tolist() == [True, False, True]
+
+
+def test_evaluate_pointing_game_reports_errors_and_rates(held_out):
+    def stub(x, y):
+        raise NotImplementedError()
+
+    def center(x, y):
+        maps = torch.zeros(len(x), 8, 8)
+        maps[:, 4, 4] = 1
+        return maps
+    out = vis.evaluate_pointing_game({"stub": stub, "centre": center}, held_out.subset(range(20)), batch_size=7)
+    assert out["stub"] == {"error": "not implemented yet"}
+    assert 0 <= out["centre"]["hit_rate"] <= 1 and len(out["centre"]["hits"]) == 20
+
+
+def test_guided_backprop_without_relus_is_the_plain_gradient():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).double().eval()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 2])
+    (plain,) = torch.autograd.grad(model(x).gather(1, y[:, None]).sum(), x)
+    assert torch.allclose(vis.guided_backprop(model, x.detach(), y), plain)
+
+
+def test_guided_backprop_differs_with_relus_and_restores_them():
+    model = TinyCNN(9)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1, 2])
+    (plain,) = torch.autograd.grad(model(x).gather(1, y[:, None]).sum(), x)
+    guided = vis.guided_backprop(model, x.detach(), y)
+    assert not torch.allclose(guided, plain)
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    with pytest.raises(RuntimeError):
+        with vis.guided_relus(model):
+            raise RuntimeError("boom")
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    (again,) = torch.autograd.grad(model(x).gather(1, y[:, None]).sum(), x)
+    assert torch.equal(again, plain)
+
+
+def test_guided_grad_cam_shape(classifier, held_out):
+    images, labels = vis.classification_data(held_out.subset(range(2)))
+    out = vis.guided_grad_cam(classifier, classifier.blocks()["block5"], images, labels, ref.grad_cam)
+    assert out.shape == images.shape
+
+
+def test_randomized_copy_and_rank_correlation(classifier):
+    twin = vis.randomized_copy(classifier, seed=1)
+    w0 = classifier.fc.weight.detach().clone()
+    assert not torch.allclose(twin.fc.weight, classifier.fc.weight)
+    assert torch.equal(classifier.fc.weight, w0)
+    a = torch.rand(3, 5, 5)
+    assert torch.allclose(vis.rank_correlation(a, a), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(vis.rank_correlation(a, -a), -torch.ones(3, dtype=torch.float64))
+
+
+def test_randomization_check_grad_cam_changes_more_than_guided_backprop(classifier, held_out):
+    images, labels = vis.classification_data(held_out.subset(range(16)))
+    out = vis.randomization_check(classifier, images, labels, {
+        "grad_cam": lambda m, x, y: ref.grad_cam(m, list(m.blocks().values())[-1], x, y),
+        "guided": lambda m, x, y: vis.guided_backprop(m, x, y).abs().amax(1),
+    })
+    assert out["grad_cam"]["correlation"] < out["guided"]["correlation"]
+
+
+def test_attention_maps_and_rollout():
+    vit = vis.TinyViT(depth=2, heads=2, dim=16, mlp_dim=32).eval()
+    x = torch.rand(3, 3, 64, 64)
+    maps = vis.attention_maps(vit, x)
+    assert maps.shape == (3, 2, 2, 8, 8)
+    _, attentions = vit(x, return_attention=True)
+    assert torch.allclose(attentions[0].sum(-1), torch.ones(3, 2, 65), atol=1e-5)
+    roll = vis.attention_rollout(vit, x)
+    assert roll.shape == (3, 8, 8) and bool((roll >= 0).all()) and float(roll.sum((1, 2)).max()) <= 1 + 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# Widgets: a pure compute function, and the widgets on top of it
+# ---------------------------------------------------------------------------------------------
+def test_explain_runs_given_functions_and_reports_stubs(classifier, held_out):
+    images, labels = vis.classification_data(held_out.subset(range(1)))
+
+    def stub(*args):
+        raise NotImplementedError()
+
+    out = vis.explain(classifier, images[0], int(labels[0]), "block3", grad_cam=ref.grad_cam,
+                      saliency_map=stub, occlusion_map=ref.occlusion_map, patch=16, stride=8)
+    assert set(out["maps"]) == {"Grad-CAM (block3)", "occlusion (patch 16)"}
+    assert out["errors"] == {"saliency": "not implemented yet"}
+    for heat in out["maps"].values():
+        assert heat.shape == (64, 64) and heat.min() >= 0 and heat.max() <= 1
+    assert out["probabilities"].sum() == pytest.approx(1, abs=1e-5)
+
+
+def test_explanation_widget_draws(classifier, held_out):
+    functions = vis.default_functions()
+    assert set(functions) == {"saliency_map", "class_activation_map", "grad_cam", "occlusion_map"}
+    box = vis.explanation_widget(classifier, held_out.subset(range(5)), grad_cam=functions["grad_cam"],
+                                 saliency_map=functions["saliency_map"], occlusion_map=functions["occlusion_map"])
+    result = box.interactive.result
+    assert len(result["maps"]) == 3 and not result["errors"]
+    box.interactive.children[2].value = "block2"   # the layer dropdown
+    assert "Grad-CAM (block2)" in box.interactive.result["maps"]
+    patch_box = vis.occlusion_patch_widget(classifier, vis.classification_data(held_out)[0][0], 1, ref.occlusion_map)
+    assert patch_box.interactive.result == 16
+
+
+def test_topic_modules_implement_no_graded_exercise():
+    import inspect
+
+    import lecturelib.visualization as topic
+    import lecturelib.visualization_models as models
+    for module in (topic, models):
+        source = inspect.getsource(module)
+        for name in ("saliency_map", "class_activation_map", "grad_cam", "occlusion_map"):
+            assert f"def {name}(" not in source, (module.__name__, name)
+        assert "from .reference" not in source.replace("from . import reference", "")
