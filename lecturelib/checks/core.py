@@ -200,14 +200,33 @@ def forbidden_ops_used(forbidden: Sequence[ForbiddenOp]):
 
 @dataclasses.dataclass
 class Call:
-    """One call of the student's function: ``fn(*args, **kwargs)``."""
+    """One call of the student's function: ``fn(*args, **kwargs)``.
+
+    ``observer`` (set with :meth:`observed_by`) is a module-level function ``observer(args, kwargs)``
+    that the harness runs right after the call, where the call ran, whether it returned or raised; its
+    result (plain data, e.g. a model's hooks and modes) comes back with the outcome as :class:`Observed`.
+    """
 
     args: tuple = ()
     kwargs: dict = dataclasses.field(default_factory=dict)
+    observer: Callable | None = None
 
     def __init__(self, *args, **kwargs):
         self.args = args
         self.kwargs = kwargs
+        self.observer = None
+
+    def observed_by(self, observer: Callable) -> "Call":
+        self.observer = observer
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """The outcome of an observed call (``value``: plain data or Raised) and what its observer saw."""
+
+    value: Any
+    facts: Any
 
 
 @dataclasses.dataclass
@@ -287,6 +306,13 @@ def _where(exc: BaseException) -> str:
 def run_call(fn: Callable, call: Call, forbidden: Sequence[ForbiddenOp] = ()):
     """Run one call; return ``(outcome, forbidden_used)`` where outcome is plain data or Raised."""
     args, kwargs = _clone_arg(call.args), _clone_arg(call.kwargs)
+    outcome, used = _call(fn, args, kwargs, forbidden)
+    if getattr(call, "observer", None) is not None:
+        outcome = Observed(outcome, sanitize(call.observer(args, kwargs)))
+    return outcome, used
+
+
+def _call(fn, args, kwargs, forbidden):
     with forbidden_ops_used(forbidden) as used:
         try:
             value = fn(*args, **kwargs)
@@ -316,6 +342,7 @@ def verify_case(case: Case, outcomes: list, forbidden_used: Sequence[str] = ()) 
                           "implement it yourself, without the library version")
     if not case.expects_error:
         for outcome in outcomes:
+            outcome = outcome.value if isinstance(outcome, Observed) else outcome
             if isinstance(outcome, Raised):
                 message = _describe_raised(outcome)
                 cause = case.explain_error(outcome) if case.explain_error and outcome.type_name not in (

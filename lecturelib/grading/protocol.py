@@ -14,19 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checks.core import Raised
+from ..checks.core import Call, Observed, Raised
 
 MAX_OUTCOME_BYTES = 256 * 1024 * 1024
 MAX_JSON_BYTES = 8 * 1024 * 1024
 
 
 def save_calls(calls: list, path: Path) -> None:
-    """The calls of one suite: a list (per case) of lists of (args, kwargs)."""
-    torch.save([[(call.args, call.kwargs) for call in case_calls] for case_calls in calls], path)
+    """The calls of one suite: a list (per case) of lists of (args, kwargs, observer)."""
+    torch.save([[(call.args, call.kwargs, call.observer) for call in case_calls] for case_calls in calls], path)
 
 
 def load_calls(path: Path) -> list:
-    return torch.load(path, weights_only=False)
+    """The calls of one suite as :class:`Call` objects (per case, a list)."""
+    return [[Call(*args, **kwargs).observed_by(observer) if observer else Call(*args, **kwargs)
+             for args, kwargs, observer in case_calls] for case_calls in torch.load(path, weights_only=False)]
 
 
 class _Encoder:
@@ -38,6 +40,8 @@ class _Encoder:
             raise ValueError("outcome nested too deeply")
         if isinstance(value, Raised):
             return {"raised": [value.type_name, value.message, value.where]}
+        if isinstance(value, Observed):
+            return {"observed": [self.encode(value.value, depth + 1), self.encode(value.facts, depth + 1)]}
         if type(value) is torch.Tensor:
             key = f"a{len(self.arrays)}"
             tensor = value.detach().cpu()
@@ -75,6 +79,9 @@ def _decode(node, arrays, depth=0):
     if kind == "raised":
         type_name, message, where = (str(x)[:2000] for x in payload)
         return Raised(type_name, message, where)
+    if kind == "observed":
+        value, facts = payload
+        return Observed(_decode(value, arrays, depth + 1), _decode(facts, arrays, depth + 1))
     if kind == "tensor":
         return torch.from_numpy(np.array(arrays[str(payload)], copy=True))
     if kind == "array":
