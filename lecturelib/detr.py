@@ -1,0 +1,687 @@
+"""DETR: detection as set prediction, trained through a bipartite (Hungarian) matching.
+
+Demos, the tiny set predictor and the widgets of the DETR notebook. The graded operations (the
+Hungarian algorithm, generalised IoU, DETR's matching cost, the batched matcher) are NOT here: every
+function that needs one takes it as an argument, so the notebook runs them with the student's code
+and scripts/tests with ``lecturelib.reference`` (see :func:`default_functions`).
+
+Conventions: class ids index ``lecturelib.data.CLASSES``; logit 0 of a query is "no object"
+(the background class), logits 1..4 the shapes. Boxes predicted and matched are normalised
+(cx, cy, w, h) in [0, 1]; boxes drawn and evaluated are pixel xyxy like ``lecturelib.data``.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import describe, require_array, require_float, require_int, require_tensor
+from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
+from .data import CLASSES, NUM_CLASSES, Shapes
+from .evaluation import evaluate_detections
+from .train import fit, load_weights, read_metadata
+
+__all__ = [
+    "NO_OBJECT", "DEFAULT_WEIGHTS", "TinyDETR", "detr_targets", "DetrDataset", "detr_collate",
+    "make_matcher", "hungarian_loss", "train_detr", "predict", "evaluate", "load_pretrained",
+    "default_functions", "greedy_match", "assignment_total", "all_assignments", "toy_cost_matrix",
+    "toy_matching_problem",
+    "matching_view", "plot_matching", "matching_explorer", "show_detections", "show_matches",
+    "assignment_changes",
+]
+
+NO_OBJECT = 0                                          #: logit index of "no object" (= background)
+DEFAULT_WEIGHTS = {"w_class": 1.0, "w_l1": 5.0, "w_giou": 2.0}  #: DETR's matching-cost weights
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def default_functions() -> dict:
+    """The reference implementations of the graded functions (instructor/grader copy only).
+
+    Returns {"hungarian_match", "generalized_box_iou", "detr_matching_cost", "match_batch"}; raises
+    ImportError in the student package, where you pass your own functions instead.
+    """
+    from . import reference
+    return {name: getattr(reference, name) for name in
+            ("hungarian_match", "generalized_box_iou", "detr_matching_cost", "match_batch")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Greedy matching, the baseline that the Hungarian algorithm beats
+# ------------------------------------------------------------------------------------------------
+def greedy_match(cost) -> tuple[np.ndarray, np.ndarray]:
+    """Repeatedly take the cheapest remaining pair whose row and column are both still free.
+
+    cost: (n, m) array-like. Returns (rows, cols) int64 arrays of length min(n, m), rows sorted.
+    Fast and intuitive, but an early cheap choice can force expensive ones later: not optimal.
+    """
+    cost = np.array(require_array("cost", cost, ndim=2), dtype=np.float64)
+    n, m = cost.shape
+    rows, cols = [], []
+    work = cost.copy()
+    for _ in range(min(n, m)):
+        i, j = np.unravel_index(int(np.argmin(work)), work.shape)
+        rows.append(i)
+        cols.append(j)
+        work[i, :] = np.inf
+        work[:, j] = np.inf
+    order = np.argsort(rows)
+    return np.asarray(rows, dtype=np.int64)[order], np.asarray(cols, dtype=np.int64)[order]
+
+
+def assignment_total(cost, rows, cols) -> float:
+    """The total cost sum(cost[rows, cols]) of an assignment."""
+    cost = require_array("cost", cost, ndim=2)
+    return float(np.asarray(cost, dtype=np.float64)[np.asarray(rows), np.asarray(cols)].sum())
+
+
+def toy_cost_matrix() -> np.ndarray:
+    """The 3 x 3 example of the notebook where greedy matching is not optimal (greedy 11, optimum 8).
+
+    Rows are predictions, columns objects: prediction 0 grabs object 2, its cheapest, although
+    prediction 2 fits nothing else; the optimum gives object 2 to prediction 2.
+    """
+    return np.array([[9.0, 4.0, 1.0], [2.0, 3.0, 7.0], [7.0, 8.0, 2.0]])
+
+
+def all_assignments(cost) -> list[tuple[tuple[int, ...], float]]:
+    """Every assignment of a small square matrix with its total, cheapest first (n! of them; n <= 7)."""
+    cost = np.asarray(require_array("cost", cost, ndim=2), dtype=np.float64)
+    n, m = cost.shape
+    if n != m or n > 7:
+        raise ValueError(f"cost must be square with at most 7 rows, got shape {cost.shape}")
+    totals = [(perm, float(cost[np.arange(n), list(perm)].sum())) for perm in itertools.permutations(range(n))]
+    return sorted(totals, key=lambda item: item[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------------
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+class _EncoderLayer(nn.Module):
+    """Self-attention among the image positions (position added to queries and keys), then an MLP."""
+
+    def __init__(self, d_model: int, heads: int, ffn: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Linear(ffn, d_model))
+        self.norm2 = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attn(x + pos, x + pos, x, need_weights=False)[0])
+        return self.norm2(x + self.mlp(x))
+
+
+class _DecoderLayer(nn.Module):
+    """DETR's decoder layer: self-attention among the queries (they can agree who predicts what), then
+    cross-attention from the queries to the encoded image; query and image positions are added to the
+    attention queries and keys at every layer."""
+
+    def __init__(self, d_model: int, heads: int, ffn: int):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Linear(ffn, d_model))
+
+    def forward(self, x, query_pos, memory, pos, need_weights: bool = False):
+        x = self.norm1(x + self.self_attn(x + query_pos, x + query_pos, x, need_weights=False)[0])
+        attended, weights = self.cross_attn(x + query_pos, memory + pos, memory, need_weights=need_weights)
+        x = self.norm2(x + attended)
+        return self.norm3(x + self.mlp(x)), weights
+
+
+class TinyDETR(nn.Module):
+    """A DETR-style set predictor small enough to train on a CPU in minutes.
+
+    images (B, 3, 64, 64) float in [0, 1] -> {"pred_logits": (B, Q, num_classes), "pred_boxes":
+    (B, Q, 4) normalised cxcywh in (0, 1)}. Logit 0 is "no object".
+
+    * backbone: 5 conv blocks (widths 16-32-64-64-d, three of stride 2) to a (d, 8, 8) feature map;
+    * a learned positional embedding (row + column) for the 64 positions;
+    * a transformer encoder (``enc_layers``) lets the 64 positions exchange information;
+    * ``num_queries`` learned query embeddings drive a transformer decoder (``dec_layers``) whose slots
+      start at zero and attend to each other and to the encoded image; every slot ends as one
+      prediction (a class and a box).
+    No anchors, no non-maximum suppression: the set loss teaches the queries not to duplicate.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, num_queries: int = 5, d_model: int = 64,
+                 heads: int = 4, enc_layers: int = 1, dec_layers: int = 2, ffn: int = 128, grid: int = 8):
+        super().__init__()
+        num_classes = require_int("num_classes", num_classes, minimum=2)
+        num_queries = require_int("num_queries", num_queries, minimum=1)
+        d_model = require_int("d_model", d_model, minimum=4)
+        heads = require_int("heads", heads, minimum=1)
+        if d_model % heads:
+            raise ValueError(f"d_model must be divisible by heads, got d_model={d_model} and heads={heads}")
+        enc_layers = require_int("enc_layers", enc_layers, minimum=0)
+        dec_layers = require_int("dec_layers", dec_layers, minimum=1)
+        ffn = require_int("ffn", ffn, minimum=1)
+        grid = require_int("grid", grid, minimum=1)
+        self.config = {"num_classes": num_classes, "num_queries": num_queries, "d_model": d_model,
+                       "heads": heads, "enc_layers": enc_layers, "dec_layers": dec_layers, "ffn": ffn,
+                       "grid": grid}
+        self.backbone = nn.Sequential(
+            _conv_bn_relu(3, 16), _conv_bn_relu(16, 32, 2), _conv_bn_relu(32, 64, 2),
+            _conv_bn_relu(64, 64, 2), _conv_bn_relu(64, d_model))
+        self.row_embed = nn.Parameter(torch.randn(grid, d_model) * 0.1)
+        self.col_embed = nn.Parameter(torch.randn(grid, d_model) * 0.1)
+        self.encoder = nn.ModuleList(_EncoderLayer(d_model, heads, ffn) for _ in range(enc_layers))
+        self.decoder = nn.ModuleList(_DecoderLayer(d_model, heads, ffn) for _ in range(dec_layers))
+        self.decoder_norm = nn.LayerNorm(d_model)
+        self.queries = nn.Parameter(torch.randn(num_queries, d_model))
+        self.class_head = nn.Linear(d_model, num_classes)
+        self.box_head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 4))
+
+    def forward(self, images: torch.Tensor, *, all_layers: bool = False, attention: bool = False) -> dict:
+        """Predictions of the last decoder layer; with ``all_layers`` also "aux" (one dict per earlier layer);
+        with ``attention`` also "attention": (B, Q, h, w) cross-attention of the last layer's queries."""
+        require_tensor("images", images, ndim=4, floating=True)
+        features = self.backbone(images)                                   # (B, d, h, w)
+        b, d, h, w = features.shape
+        if (h, w) != (self.row_embed.shape[0], self.col_embed.shape[0]):
+            raise ValueError(f"images must give a {self.config['grid']}x{self.config['grid']} feature map "
+                             f"(64 x 64 pixels), got {tuple(images.shape)}")
+        pos = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).reshape(1, h * w, d)
+        memory = features.flatten(2).transpose(1, 2)                       # (B, h*w, d)
+        for layer in self.encoder:
+            memory = layer(memory, pos)
+        query_pos = self.queries.expand(b, -1, -1)
+        x = torch.zeros_like(query_pos)
+        outputs, weights = [], None
+        for i, layer in enumerate(self.decoder):
+            x, weights = layer(x, query_pos, memory, pos, need_weights=attention and i == len(self.decoder) - 1)
+            y = self.decoder_norm(x)
+            outputs.append({"pred_logits": self.class_head(y), "pred_boxes": self.box_head(y).sigmoid()})
+        result = dict(outputs[-1])
+        if all_layers:
+            result["aux"] = outputs[:-1]
+        if attention:
+            result["attention"] = weights.reshape(b, -1, h, w)
+        return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Data: normalised cxcywh targets
+# ------------------------------------------------------------------------------------------------
+def detr_targets(shapes: Shapes, index: int) -> dict:
+    """{"labels": (K,) int64, "boxes": (K, 4) float32 normalised cxcywh} of one image."""
+    boxes = torch.from_numpy(np.asarray(shapes.boxes[index], dtype=np.float32)).reshape(-1, 4)
+    return {"labels": torch.from_numpy(np.asarray(shapes.labels[index], dtype=np.int64)),
+            "boxes": normalize_boxes(boxes, shapes.size)}
+
+
+class DetrDataset(torch.utils.data.Dataset):
+    """(image (3, H, W) float in [0, 1], target dict of :func:`detr_targets`) pairs of a Shapes."""
+
+    def __init__(self, shapes: Shapes):
+        if not isinstance(shapes, Shapes):
+            raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
+        self.shapes = shapes
+        self.targets = [detr_targets(shapes, i) for i in range(len(shapes))]
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, index):
+        i = self.shapes._check_index(index)
+        image = torch.from_numpy(self.shapes.images[i]).permute(2, 0, 1).float().div_(255)
+        return image, self.targets[i]
+
+
+def detr_collate(batch):
+    """Images stacked to (B, 3, H, W); targets kept as a list of dicts."""
+    return torch.stack([image for image, _ in batch]), [target for _, target in batch]
+
+
+# ------------------------------------------------------------------------------------------------
+# Matching and the set loss
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _one_thread():
+    """Run tiny per-image tensor operations on one thread (waking a thread pool costs more than they do)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def make_matcher(match_batch: Callable, cost_fn: Callable, assign_fn: Callable) -> Callable:
+    """``matcher(outputs, targets)`` -> list of (pred_idx, tgt_idx), built from the three functions.
+
+    match_batch: the batched matcher (yours or the reference); cost_fn: per image (Q, K) costs, e.g.
+    ``functools.partial(detr_matching_cost, w_class=1, w_l1=5, w_giou=2)``; assign_fn: e.g.
+    ``hungarian_match``. Matching runs without gradients.
+    """
+    for name, fn in (("match_batch", match_batch), ("cost_fn", cost_fn), ("assign_fn", assign_fn)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be a function, got {describe(fn)}")
+
+    def matcher(outputs: dict, targets: list) -> list:
+        with torch.no_grad(), _one_thread():
+            return match_batch(outputs["pred_logits"].detach(), outputs["pred_boxes"].detach(), targets,
+                               cost_fn, assign_fn)
+    return matcher
+
+
+def hungarian_loss(outputs: dict, targets: list, indices: list, giou_fn: Callable, *,
+                   no_object_weight: float = 0.1, w_class: float = 1.0, w_l1: float = 5.0,
+                   w_giou: float = 2.0) -> dict:
+    """DETR's set loss, given the matching ``indices`` (one (pred_idx, tgt_idx) pair per image).
+
+    * classification: cross-entropy over ALL queries; a matched query must predict its object's
+      class, every other query "no object" (class 0), whose term is down-weighted by
+      ``no_object_weight`` (most queries are empty; without it the model learns to predict nothing);
+    * boxes: for matched queries only, L1 on normalised (cx, cy, w, h) plus 1 - GIoU (``giou_fn``,
+      pairwise on xyxy corners), each divided by the number of objects in the batch.
+    Returns {"loss": weighted total, "class": ..., "l1": ..., "giou": ...} (scalar tensors).
+    """
+    logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+    b, q, c = logits.shape
+    target_classes = torch.full((b, q), NO_OBJECT, dtype=torch.int64, device=logits.device)
+    pred_boxes, true_boxes = [], []
+    for i, ((pred_idx, tgt_idx), target) in enumerate(zip(indices, targets)):
+        pred_idx, tgt_idx = torch.as_tensor(pred_idx, dtype=torch.int64), torch.as_tensor(tgt_idx, dtype=torch.int64)
+        target_classes[i, pred_idx] = target["labels"][tgt_idx].to(logits.device)
+        pred_boxes.append(boxes[i, pred_idx])
+        true_boxes.append(target["boxes"][tgt_idx].to(boxes.device))
+    class_weight = torch.ones(c, device=logits.device)
+    class_weight[NO_OBJECT] = require_float("no_object_weight", no_object_weight, minimum=0)
+    loss_class = F.cross_entropy(logits.reshape(b * q, c), target_classes.reshape(-1), weight=class_weight)
+    pred_boxes, true_boxes = torch.cat(pred_boxes), torch.cat(true_boxes)
+    num_boxes = max(len(true_boxes), 1)
+    if len(true_boxes):
+        loss_l1 = (pred_boxes - true_boxes).abs().sum() / num_boxes
+        giou = giou_fn(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(true_boxes)).diagonal()
+        loss_giou = (1 - giou).sum() / num_boxes
+    else:
+        loss_l1 = loss_giou = boxes.sum() * 0.0
+    total = w_class * loss_class + w_l1 * loss_l1 + w_giou * loss_giou
+    return {"loss": total, "class": loss_class, "l1": loss_l1, "giou": loss_giou}
+
+
+def _set_loss_fn(matcher: Callable, giou_fn: Callable, no_object_weight: float, aux: bool) -> Callable:
+    def loss_fn(outputs: dict, targets: list) -> torch.Tensor:
+        layers = [outputs] + (list(outputs.get("aux", [])) if aux else [])
+        total = 0.0
+        for layer_outputs in layers:
+            indices = matcher(layer_outputs, targets)
+            total = total + hungarian_loss(layer_outputs, targets, indices, giou_fn,
+                                           no_object_weight=no_object_weight)["loss"]
+        return total
+    return loss_fn
+
+
+class _AllLayers(nn.Module):
+    """Wraps a TinyDETR so that ``fit`` gets the auxiliary (earlier decoder layer) outputs too."""
+
+    def __init__(self, model: TinyDETR):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model(images, all_layers=True)
+
+
+def train_detr(model: TinyDETR, train: Shapes, *, matcher: Callable, giou_fn: Callable, epochs: int,
+               lr: float = 1e-3, batch_size: int = 64, no_object_weight: float = 0.1, aux_loss: bool = False,
+               schedule: str = "onecycle", seed: int = 0, progress: bool = True) -> list[float]:
+    """Train with the Hungarian set loss; returns the mean training loss of each epoch.
+
+    matcher: from :func:`make_matcher` (your functions or the reference); giou_fn: the GIoU used by the
+    loss. AdamW (weight decay 1e-4), gradient norm clipped to 1, ``schedule`` as in ``lecturelib.train.fit``;
+    with ``aux_loss`` every decoder layer is matched and supervised (as in DETR).
+    """
+    if not isinstance(model, TinyDETR):
+        raise TypeError(f"model must be a TinyDETR, got {describe(model)}")
+    if not isinstance(train, Shapes):
+        raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
+    for name, fn in (("matcher", matcher), ("giou_fn", giou_fn)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be a function, got {describe(fn)}")
+    batch_size = require_int("batch_size", batch_size, minimum=1)
+    seed = require_int("seed", seed, minimum=0)
+    loader = torch.utils.data.DataLoader(DetrDataset(train), batch_size=batch_size, shuffle=True,
+                                         drop_last=len(train) > batch_size, collate_fn=detr_collate,
+                                         generator=torch.Generator().manual_seed(seed))
+    loss_fn = _set_loss_fn(matcher, giou_fn, no_object_weight, aux_loss)
+    wrapped = _AllLayers(model)
+    return fit(wrapped, loader, loss_fn, epochs=epochs, lr=lr, schedule=schedule, grad_clip=1.0,
+               progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------
+# Prediction and evaluation
+# ------------------------------------------------------------------------------------------------
+def _images_tensor(images) -> torch.Tensor:
+    if isinstance(images, Shapes):
+        return images.image_tensor()
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images as a numpy array must be uint8 (N, H, W, 3), got {describe(images)}")
+        return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    return require_tensor("images", images, ndim=4, floating=True)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
+    """Every query's prediction for each image, as one dict per image.
+
+    images: (N, 3, 64, 64) float tensor, uint8 (N, 64, 64, 3) array or a Shapes.
+    Each dict: "boxes" (Q, 4) pixel xyxy, "scores" (Q,) the probability of the best object class,
+    "labels" (Q,) that class (1..4), "keep" (Q,) bool, True where the most likely class is an object
+    (not "no object"), "probs" (Q, C) all class probabilities, "cxcywh" (Q, 4) normalised boxes.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    x = _images_tensor(images)
+    size = x.shape[-1]
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for start in range(0, len(x), require_int("batch_size", batch_size, minimum=1)):
+            out = model(x[start:start + batch_size])
+            probs = out["pred_logits"].softmax(-1)
+            scores, labels = probs[..., 1:].max(-1)
+            keep = probs.argmax(-1) != NO_OBJECT
+            for i in range(len(probs)):
+                results.append({"boxes": denormalize_boxes(out["pred_boxes"][i], size), "scores": scores[i],
+                                "labels": labels[i] + 1, "keep": keep[i], "probs": probs[i],
+                                "cxcywh": out["pred_boxes"][i]})
+    finally:
+        model.train(was_training)
+    return results
+
+
+def evaluate(model: nn.Module, shapes: Shapes, iou_threshold: float = 0.5) -> dict:
+    """mAP of the model's queries on held-out shapes, and how often it counts the objects right.
+
+    Every query is a detection scored by its best object-class probability (DETR's protocol: no
+    threshold, no NMS). Count accuracy: the share of images whose number of "kept" queries (most likely
+    class is an object) equals the number of objects.
+    Returns {"map", "ap" (per class), "count_accuracy", "images"}.
+    """
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
+    predictions = predict(model, shapes)
+    targets = [{"boxes": shapes.boxes[i], "labels": shapes.labels[i]} for i in range(len(shapes))]
+    result = evaluate_detections(predictions, targets, iou_threshold=iou_threshold,
+                                 classes=range(1, len(CLASSES)))
+    counts = np.array([int(p["keep"].sum()) for p in predictions])
+    return {"map": result["map"], "ap": result["ap"],
+            "count_accuracy": float(np.mean(counts == shapes.object_counts())), "images": len(shapes)}
+
+
+def assignment_changes(previous: list, current: list) -> float:
+    """Share of images whose matching differs between two calls of a matcher (same images)."""
+    if len(previous) != len(current):
+        raise ValueError(f"previous and current must have one entry per image, got {len(previous)} and {len(current)}")
+    if not previous:
+        return 0.0
+
+    def as_set(pair):
+        return set(zip(torch.as_tensor(pair[0]).tolist(), torch.as_tensor(pair[1]).tolist()))
+    return float(np.mean([as_set(a) != as_set(b) for a, b in zip(previous, current)]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Pretrained weights
+# ------------------------------------------------------------------------------------------------
+def load_pretrained(name: str = "detr_shapes") -> TinyDETR:
+    """The shipped TinyDETR (eval mode, CPU), trained by ``python scripts/train_detr.py``.
+
+    ``model.metadata`` holds how it was made (command, seed, epochs, held-out mAP@0.5...).
+    """
+    if name != "detr_shapes":
+        raise ValueError(f"name must be 'detr_shapes', got {name!r}")
+    path = WEIGHTS_DIR / f"{name}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; create it with `python scripts/train_detr.py`")
+    model = TinyDETR(**read_metadata(path).get("config", {}))
+    model.metadata = load_weights(model, path)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# The matching explorer: how the cost weights decide who is matched to whom
+# ------------------------------------------------------------------------------------------------
+def _logits_from_probs(probs: dict, num_classes: int = NUM_CLASSES, rest: float = 0.02) -> np.ndarray:
+    p = np.full(num_classes, rest)
+    for label, value in probs.items():
+        p[label] = value
+    return np.log(p / p.sum())
+
+
+def toy_matching_problem() -> dict:
+    """Two objects (a square and a triangle) and four predictions built so that the weights matter.
+
+    p0 sits exactly on the square but believes "triangle"; p1 is sure it sees a square but its box is
+    off; p2 sits on the triangle, unsure of its class; p3 is an empty slot. With DETR's weights (1, 5, 2)
+    geometry wins (p0-square, p2-triangle); with the class term alone p1 takes the square and p0 the
+    triangle; with (2, 1, 1) p1-square, p2-triangle.
+    Returns a dict: "image" (64, 64, 3) uint8, "pred_logits" (4, 5), "pred_boxes" (4, 4) cxcywh,
+    "tgt_labels" (2,), "tgt_boxes" (2, 4) cxcywh (float64 tensors), "pred_names", "tgt_names".
+    """
+    from .data import make_shapes
+    shapes = make_shapes(1, seed=1, min_objects=2, max_objects=2, occlusion=False, background="noise")
+    square, triangle = shapes.boxes[0].astype(np.float64)
+    pred_xyxy = np.array([square + [1, -1, 1, 0], square + [7, 6, 5, 6], triangle + [-1, 1, 0, 1], [4, 4, 14, 12]])
+    logits = np.stack([_logits_from_probs({3: 0.6, 2: 0.25}), _logits_from_probs({2: 0.85}),
+                       _logits_from_probs({3: 0.45, 2: 0.3}), _logits_from_probs({NO_OBJECT: 0.85})])
+    labels = shapes.labels[0]
+    return {"image": shapes.images[0], "pred_logits": torch.from_numpy(logits),
+            "pred_boxes": normalize_boxes(torch.from_numpy(pred_xyxy), shapes.size),
+            "tgt_labels": torch.from_numpy(labels),
+            "tgt_boxes": normalize_boxes(torch.from_numpy(shapes.boxes[0].astype(np.float64)), shapes.size),
+            "pred_names": [f"p{i}" for i in range(len(logits))],
+            "tgt_names": [f"{CLASSES[int(c)]}" for c in labels]}
+
+
+def matching_view(problem: dict, cost_fn: Callable, assign_fn: Callable, w_class: float = 1.0,
+                  w_l1: float = 5.0, w_giou: float = 2.0) -> dict:
+    """The cost matrix, its three terms and the matching for one setting of the weights (pure compute).
+
+    cost_fn(pred_logits, pred_boxes, tgt_labels, tgt_boxes, w_class=, w_l1=, w_giou=) -> (Q, K) tensor
+    (your ``detr_matching_cost``); assign_fn(cost as numpy) -> (rows, cols) (your ``hungarian_match``).
+    Returns {"cost" (Q, K), "terms" {"class", "l1", "giou"}: (Q, K) each unweighted, "rows", "cols",
+    "total", "weights"}, or {"error": message, "weights"} if one of the functions failed.
+    """
+    weights = {"w_class": float(w_class), "w_l1": float(w_l1), "w_giou": float(w_giou)}
+    args = (problem["pred_logits"], problem["pred_boxes"], problem["tgt_labels"], problem["tgt_boxes"])
+    try:
+        cost = torch.as_tensor(cost_fn(*args, **weights)).detach().cpu().numpy().astype(np.float64)
+        terms = {name: torch.as_tensor(cost_fn(*args, **one_hot)).detach().cpu().numpy().astype(np.float64)
+                 for name, one_hot in (("class", {"w_class": 1.0, "w_l1": 0.0, "w_giou": 0.0}),
+                                       ("l1", {"w_class": 0.0, "w_l1": 1.0, "w_giou": 0.0}),
+                                       ("giou", {"w_class": 0.0, "w_l1": 0.0, "w_giou": 1.0}))}
+        rows, cols = assign_fn(cost)
+        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    except NotImplementedError:
+        return {"weights": weights, "error": "implement detr_matching_cost and hungarian_match above to see "
+                                             "the matching"}
+    except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
+        return {"weights": weights, "error": f"your function raised {type(exc).__name__}: {exc}"}
+    return {"weights": weights, "cost": cost, "terms": terms, "rows": rows, "cols": cols,
+            "total": float(cost[rows, cols].sum()) if len(rows) else 0.0}
+
+
+def _draw_problem(ax, problem: dict, view: dict) -> None:
+    from matplotlib.patches import Rectangle
+
+    from .plot import class_color
+    size = problem["image"].shape[0]
+    ax.imshow(problem["image"])
+    probs = problem["pred_logits"].softmax(-1).numpy()
+    pred_xyxy = denormalize_boxes(problem["pred_boxes"], size).numpy()
+    tgt_xyxy = denormalize_boxes(problem["tgt_boxes"], size).numpy()
+    for k, (x1, y1, x2, y2) in enumerate(tgt_xyxy):
+        color = class_color(int(problem["tgt_labels"][k]))
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2.5))
+        ax.text(x1 - 0.5, y2 + 0.5, problem["tgt_names"][k], color="black", fontsize=7, va="top",
+                bbox=dict(facecolor=color, alpha=0.8, pad=1, edgecolor="none"))
+    for q, (x1, y1, x2, y2) in enumerate(pred_xyxy):
+        best = int(probs[q].argmax())
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="white",
+                               linewidth=1.2, linestyle="--"))
+        name = "no object" if best == NO_OBJECT else CLASSES[best]
+        ax.text(x2, y1 - 0.5, f"{problem['pred_names'][q]}: {name} {probs[q, best]:.2f}", color="white",
+                fontsize=6.5, va="bottom", ha="right", bbox=dict(facecolor="black", alpha=0.6, pad=1, edgecolor="none"))
+    if "rows" in view:
+        for q, k in zip(view["rows"], view["cols"]):
+            (px, py), (tx, ty) = pred_xyxy[q].reshape(2, 2).mean(0), tgt_xyxy[k].reshape(2, 2).mean(0)
+            ax.annotate("", xy=(tx, ty), xytext=(px, py), arrowprops=dict(arrowstyle="->", color="yellow", lw=2))
+    ax.set_xlim(-0.5, size - 0.5)
+    ax.set_ylim(size - 0.5, -0.5)
+    ax.set_axis_off()
+    ax.set_title("objects (solid), predictions (dashed), matches (arrows)", fontsize=8)
+
+
+def _draw_cost(ax, matrix: np.ndarray, view: dict, problem: dict, title: str) -> None:
+    from matplotlib.patches import Rectangle
+    im = ax.imshow(matrix, cmap="viridis_r", aspect="auto")
+    for (q, k), value in np.ndenumerate(matrix):
+        ax.text(k, q, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if value > (matrix.min() + matrix.max()) / 2 else "black")
+    if "rows" in view:
+        for q, k in zip(view["rows"], view["cols"]):
+            ax.add_patch(Rectangle((k - 0.5, q - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    ax.set_xticks(range(matrix.shape[1]), problem["tgt_names"], fontsize=8)
+    ax.set_yticks(range(matrix.shape[0]), problem["pred_names"], fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def plot_matching(view: dict, problem: dict, fig=None):
+    """Draw a :func:`matching_view`: the image with boxes and matches, the cost heat map with the
+    matched cells outlined, and the three unweighted terms."""
+    import matplotlib.pyplot as plt
+    if fig is None:
+        fig = plt.figure(figsize=(12, 3.6))
+    fig.clear()
+    axes = fig.subplots(1, 5, gridspec_kw={"width_ratios": [1.3, 1.1, 0.8, 0.8, 0.8]})
+    _draw_problem(axes[0], problem, view)
+    w = view["weights"]
+    if "error" in view:
+        for ax in axes[1:]:
+            ax.axis("off")
+        axes[1].text(0, 0.5, view["error"], wrap=True, fontsize=10, color="crimson", transform=axes[1].transAxes)
+    else:
+        _draw_cost(axes[1], view["cost"], view, problem,
+                   f"cost ({w['w_class']:g}, {w['w_l1']:g}, {w['w_giou']:g}), total {view['total']:.2f}")
+        for ax, (name, title) in zip(axes[2:], (("class", "-p(class)"), ("l1", "L1 (cx, cy, w, h)"),
+                                                ("giou", "-GIoU"))):
+            _draw_cost(ax, view["terms"][name], view, problem, title)
+    with warnings.catch_warnings():  # the error text may not fit: no "tight layout not applied" on stderr
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
+    return fig
+
+
+def matching_explorer(cost_fn: Callable | None = None, assign_fn: Callable | None = None,
+                      problem: dict | None = None):
+    """Sliders for the three cost weights over the toy problem; redraws the cost and the matching.
+
+    Pass your ``detr_matching_cost`` and ``hungarian_match``; without them the reference is used where
+    it ships (instructor copy). Returns the ipywidgets box; ``box.interactive.result`` is the last view.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    if cost_fn is None or assign_fn is None:
+        defaults = default_functions()
+        cost_fn = cost_fn or defaults["detr_matching_cost"]
+        assign_fn = assign_fn or defaults["hungarian_match"]
+    problem = problem or toy_matching_problem()
+    sliders = {"w_class": widgets.FloatSlider(1.0, min=0, max=5, step=0.25, description="w_class"),
+               "w_l1": widgets.FloatSlider(5.0, min=0, max=10, step=0.5, description="w_l1"),
+               "w_giou": widgets.FloatSlider(2.0, min=0, max=5, step=0.25, description="w_giou")}
+    output = widgets.Output()
+
+    def draw(w_class, w_l1, w_giou):
+        view = matching_view(problem, cost_fn, assign_fn, w_class, w_l1, w_giou)
+        with output:
+            output.clear_output(wait=True)
+            fig = plot_matching(view, problem)
+            display(fig)
+            plt.close(fig)
+        return view
+
+    controls = widgets.interactive(draw, **sliders)
+    box = widgets.VBox([widgets.HBox(list(sliders.values())), output])
+    box.interactive = controls
+    return box
+
+
+# ------------------------------------------------------------------------------------------------
+# Drawing predictions and matches on images
+# ------------------------------------------------------------------------------------------------
+def show_detections(shapes: Shapes, predictions: list, max_images: int = 6, show_empty: bool = True):
+    """Held-out images with their objects (top row) and the model's kept queries (bottom row).
+
+    predictions: from :func:`predict` on ``shapes``. Queries whose most likely class is "no object" are
+    drawn faint (``show_empty``), to show that the model always outputs all its queries.
+    """
+    import matplotlib.pyplot as plt
+
+    from .plot import draw_boxes
+    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
+    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.4), squeeze=False)
+    for i in range(n):
+        for row in range(2):
+            axes[row, i].imshow(shapes.images[i])
+            axes[row, i].set_axis_off()
+        draw_boxes(axes[0, i], shapes.boxes[i], shapes.labels[i])
+        p = predictions[i]
+        keep = p["keep"].numpy()
+        boxes, labels, scores = p["boxes"].numpy(), p["labels"].numpy(), p["scores"].numpy()
+        if show_empty and (~keep).any():
+            draw_boxes(axes[1, i], boxes[~keep], color=(1, 1, 1, 0.35), linewidth=0.8)
+        draw_boxes(axes[1, i], boxes[keep], labels[keep], scores[keep])
+        axes[0, i].set_title(f"{len(shapes.labels[i])} objects", fontsize=8)
+        axes[1, i].set_title(f"{int(keep.sum())} kept of {len(keep)} queries", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def show_matches(shapes: Shapes, predictions: list, matches: list, max_images: int = 6):
+    """Each image with its objects (solid) and the queries matched to them (dashed, same colour), as
+    chosen by a matcher (``matches[i] = (pred_idx, tgt_idx)``); unmatched queries are not drawn."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .plot import class_color
+    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
+    fig, axes = plt.subplots(1, n, figsize=(2.1 * n, 2.4), squeeze=False)
+    for i in range(n):
+        ax = axes[0, i]
+        ax.imshow(shapes.images[i])
+        ax.set_axis_off()
+        pred_idx, tgt_idx = (torch.as_tensor(x).tolist() for x in matches[i])
+        for q, k in zip(pred_idx, tgt_idx):
+            color = class_color(int(shapes.labels[i][k]))
+            for (x1, y1, x2, y2), style in ((shapes.boxes[i][k], "-"), (predictions[i]["boxes"][q].tolist(), "--")):
+                ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color,
+                                       linewidth=1.6, linestyle=style))
+            ax.text(predictions[i]["boxes"][q][0].item(), predictions[i]["boxes"][q][1].item(), f"q{q}",
+                    fontsize=6.5, color="black", va="bottom", bbox=dict(facecolor=color, alpha=0.8, pad=0.5,
+                                                                        edgecolor="none"))
+        ax.set_title(f"{len(pred_idx)} matched of {len(predictions[i]['scores'])} queries", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,173 @@
+"""Shared box utilities and the mAP evaluator, checked on hand-computed cases and an independent loop version."""
+import numpy as np
+import pytest
+import torch
+
+from lecturelib.boxes import (box_area, box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, denormalize_boxes,
+                              normalize_boxes)
+from lecturelib.evaluation import average_precision, evaluate_detections, match_detections, mean_average_precision
+
+
+# ---------------------------------------------------------------------------------------------
+# boxes
+# ---------------------------------------------------------------------------------------------
+def test_conversions_round_trip_and_keep_the_type():
+    xyxy = torch.tensor([[1.0, 2.0, 5.0, 10.0], [0.0, 0.0, 0.0, 0.0]])
+    cxcywh = box_xyxy_to_cxcywh(xyxy)
+    assert torch.equal(cxcywh, torch.tensor([[3.0, 6.0, 4.0, 8.0], [0.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(box_cxcywh_to_xyxy(cxcywh), xyxy)
+    as_numpy = box_cxcywh_to_xyxy(cxcywh.numpy())
+    assert isinstance(as_numpy, np.ndarray) and np.array_equal(as_numpy, xyxy.numpy())
+    batch = torch.rand(2, 3, 4)
+    assert torch.allclose(box_xyxy_to_cxcywh(box_cxcywh_to_xyxy(batch)), batch, atol=1e-6)
+
+
+def test_normalise_and_back():
+    pixels = np.array([[16.0, 8.0, 48.0, 40.0]], dtype=np.float32)
+    normalised = normalize_boxes(pixels, 64)
+    assert np.allclose(normalised, [[0.5, 0.375, 0.5, 0.5]])
+    assert np.allclose(denormalize_boxes(normalised, 64), pixels)
+
+
+def test_box_iou_by_hand():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [3.0, 3.0, 3.0, 3.0]])
+    b = torch.tensor([[1.0, 0.0, 3.0, 2.0], [0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 6.0, 6.0], [3.0, 3.0, 3.0, 3.0]])
+    iou = box_iou(a, b)
+    expected = torch.tensor([[2 / 6, 1.0, 0.0, 0.0], [0.0, 0.25, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert iou.shape == (3, 4) and torch.allclose(iou, expected)
+    assert not torch.isnan(iou).any()  # a zero-area box against itself: 0, not 0/0
+    assert box_iou(torch.zeros(0, 4), b).shape == (0, 4)
+    assert np.allclose(box_iou(a.numpy(), b.numpy()), expected.numpy())
+    assert np.allclose(box_area(a.numpy()), [4, 1, 0])
+
+
+def test_box_errors_name_the_argument():
+    with pytest.raises(ValueError, match="boxes1 must be xyxy"):
+        box_iou(torch.tensor([[2.0, 0.0, 1.0, 1.0]]), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"boxes2 must have shape \(N, 4\)"):
+        box_iou(torch.zeros(1, 4), torch.zeros(1, 4, 4))
+    with pytest.raises(TypeError, match="both be torch tensors or both numpy arrays"):
+        box_iou(torch.zeros(1, 4), np.zeros((1, 4)))
+    with pytest.raises(TypeError, match="boxes must be a torch.Tensor or np.ndarray"):
+        box_cxcywh_to_xyxy([[0, 0, 1, 1]])
+
+
+# ---------------------------------------------------------------------------------------------
+# average precision
+# ---------------------------------------------------------------------------------------------
+def test_average_precision_all_point_interpolation():
+    assert average_precision([0.5, 1.0], [1.0, 1.0]) == 1.0
+    # TP, FP, TP with 2 objects: envelope (1, 2/3, 2/3) -> 0.5 * 1 + 0.5 * 2/3
+    assert average_precision([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3]) == pytest.approx(0.5 + 1 / 3)
+    assert average_precision([], []) == 0.0
+    with pytest.raises(ValueError, match="non-decreasing"):
+        average_precision([0.5, 0.2], [1.0, 1.0])
+
+
+def _det(boxes, scores, labels):
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "scores": torch.tensor(scores),
+            "labels": torch.tensor(labels)}
+
+
+def _gt(boxes, labels):
+    return {"boxes": np.array(boxes, dtype=np.float32).reshape(-1, 4), "labels": np.array(labels)}
+
+
+def test_perfect_detections_give_map_one():
+    targets = [_gt([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 2]), _gt([[5, 5, 15, 15]], [1])]
+    detections = [_det([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [1, 2]), _det([[5, 5, 15, 15]], [0.7], [1])]
+    result = evaluate_detections(detections, targets)
+    assert result["map"] == 1.0 and result["ap"] == {1: 1.0, 2: 1.0} and result["num_gt"] == {1: 2, 2: 1}
+
+
+def test_duplicates_wrong_class_and_misses_by_hand():
+    targets = [_gt([[0, 0, 10, 10]], [1]), _gt([[0, 0, 10, 10]], [1])]
+    detections = [
+        _det([[0, 0, 10, 10], [0, 0, 10, 9], [0, 0, 10, 10]], [0.9, 0.8, 0.95], [1, 1, 2]),  # hit, duplicate, class 2
+        _det([[40, 40, 50, 50]], [0.85], [1]),                                                 # a miss
+    ]
+    result = evaluate_detections(detections, targets, classes=[1, 2])
+    # class 1 in score order: 0.9 TP, 0.85 FP, 0.8 FP (duplicate); 2 objects -> recall 0.5, precision 1 -> AP 0.5
+    assert result["ap"] == {1: 0.5}
+    assert result["num_gt"][2] == 0 and 2 not in result["ap"]  # a class without objects is left out of the mean
+    assert result["map"] == 0.5
+    assert np.allclose(result["precision"][1], [1, 0.5, 1 / 3]) and np.allclose(result["recall"][1], [0.5, 0.5, 0.5])
+
+
+def test_iou_threshold_is_inclusive_and_best_unmatched_object_is_taken():
+    # IoU exactly 0.5: [0, 0, 10, 10] vs [0, 0, 10, 5] -> 50 / 100
+    assert match_detections([[0, 0, 10, 5]], [1.0], [[0, 0, 10, 10]], 0.5).tolist() == [True]
+    assert match_detections([[0, 0, 10, 5]], [1.0], [[0, 0, 10, 10]], 0.51).tolist() == [False]
+    # The higher-scored detection takes object 0 (its best); the second detection's best object (0) is taken,
+    # so it takes object 1 (IoU 0.6 >= 0.5): COCO's rule.
+    objects = [[0, 0, 10, 10], [2, 0, 12, 10]]
+    dets = [[0, 0, 10, 10], [1, 0, 11, 10]]
+    assert match_detections(dets, [0.9, 0.8], objects, 0.5).tolist() == [True, True]
+    assert match_detections(dets, [0.8, 0.9], objects, 0.5).tolist() == [True, True]
+    assert match_detections(np.zeros((0, 4)), np.zeros(0), objects).tolist() == []
+
+
+def _loop_map(detections, targets, threshold):
+    """An independent, plain-loop version of the same protocol."""
+    classes = sorted({int(c) for t in targets for c in t["labels"]})
+    aps = []
+    for c in classes:
+        entries = []
+        for i, d in enumerate(detections):
+            for box, score, label in zip(np.asarray(d["boxes"]), np.asarray(d["scores"]), np.asarray(d["labels"])):
+                if label == c:
+                    entries.append((-float(score), i, box))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        taken = {i: [False] * len(t["labels"]) for i, t in enumerate(targets)}
+        total = sum(int((np.asarray(t["labels"]) == c).sum()) for t in targets)
+        tp = []
+        for _, i, box in entries:
+            best, best_j = -1.0, -1
+            for j, (gbox, glabel) in enumerate(zip(np.asarray(targets[i]["boxes"]), np.asarray(targets[i]["labels"]))):
+                if glabel != c or taken[i][j]:
+                    continue
+                w = max(0.0, min(box[2], gbox[2]) - max(box[0], gbox[0]))
+                h = max(0.0, min(box[3], gbox[3]) - max(box[1], gbox[1]))
+                union = (box[2] - box[0]) * (box[3] - box[1]) + (gbox[2] - gbox[0]) * (gbox[3] - gbox[1]) - w * h
+                iou = w * h / union if union > 0 else 0.0
+                if iou > best:
+                    best, best_j = iou, j
+            hit = best >= threshold
+            if hit:
+                taken[i][best_j] = True
+            tp.append(hit)
+        tp = np.array(tp, dtype=float)
+        recall = np.cumsum(tp) / total
+        precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
+        ap, previous = 0.0, 0.0
+        for k in range(len(tp)):
+            ap += (recall[k] - previous) * precision[k:].max()
+            previous = recall[k]
+        aps.append(ap)
+    return float(np.mean(aps))
+
+
+def test_agrees_with_an_independent_loop_version_on_random_data():
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        targets, detections = [], []
+        for _ in range(20):
+            k = rng.integers(1, 4)
+            xy = rng.uniform(0, 50, size=(k, 2))
+            gt = np.concatenate([xy, xy + rng.uniform(5, 14, size=(k, 2))], 1)
+            targets.append(_gt(gt, rng.integers(1, 4, size=k)))
+            jitter = np.concatenate([gt, rng.uniform(0, 60, size=(2, 4)).cumsum(1).clip(0, 64)]) \
+                + rng.normal(0, 2, size=(k + 2, 4))
+            jitter[:, 2:] = np.maximum(jitter[:, 2:], jitter[:, :2])
+            detections.append(_det(jitter, rng.random(k + 2).tolist(), rng.integers(1, 4, size=k + 2).tolist()))
+        for threshold in (0.5, 0.75):
+            ours = mean_average_precision(detections, targets, iou_threshold=threshold)
+            assert ours == pytest.approx(_loop_map(detections, targets, threshold), abs=1e-12), (trial, threshold)
+
+
+def test_evaluator_input_errors():
+    with pytest.raises(ValueError, match="one entry per image"):
+        evaluate_detections([_det([], [], [])], [])
+    with pytest.raises(ValueError, match=r"detections\[0\] must be a dict with keys"):
+        evaluate_detections([{"boxes": torch.zeros(0, 4)}], [_gt([], [])])
+    assert np.isnan(mean_average_precision([_det([], [], [])], [_gt([], [])]))
