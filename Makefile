@@ -41,20 +41,22 @@ weights: install
 	$(BIN)/python scripts/train_visualization.py
 
 # --- TA workflow (see README) ---------------------------------------------------------------
+# ASSIGNMENT=02_segmentation limits autograde, feedback and grade-demo to one assignment.
+ASSIGNMENT_ARG := $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT))
 release: install
 	$(BIN)/python -m lecturelib.course release
 
 autograde: install
-	$(BIN)/python -m lecturelib.course autograde $(if $(WORKERS),--workers $(WORKERS))
+	$(BIN)/python -m lecturelib.course autograde $(ASSIGNMENT_ARG) $(if $(WORKERS),--workers $(WORKERS))
 
 grades: install
 	$(BIN)/python -m lecturelib.course grades
 
 feedback: install
-	$(BIN)/python -m lecturelib.course feedback
+	$(BIN)/python -m lecturelib.course feedback $(ASSIGNMENT_ARG)
 
 grade-demo: install
-	$(BIN)/python -m lecturelib.course demo
+	$(BIN)/python -m lecturelib.course demo $(ASSIGNMENT_ARG) $(if $(WORKERS),--workers $(WORKERS))
 
 clean-course:
 	rm -rf release submitted autograded feedback exchange gradebook.db grades.csv

@@ -5,6 +5,7 @@
     python -m lecturelib.course grades       # grades.csv: one row per student and assignment
     python -m lecturelib.course feedback     # feedback/<student>/<assignment>/*.html
     python -m lecturelib.course demo         # sample submissions through the whole pipeline
+    (every command but release takes --assignment NAME; autograde and demo take --workers N)
 
 The course root (where release/, submitted/, ... and the gradebook live) is the repository, or
 ``$LECTURELIB_COURSE_ROOT``. This module is grader tooling: the student package leaves it out.
@@ -219,27 +220,54 @@ def feedback(assignment: str | None = None) -> None:
 # ------------------------------------------------------------------------------------------------
 # demo
 # ------------------------------------------------------------------------------------------------
-def demo() -> None:
-    """Build sample submissions (correct, blank, a classic bug) and run the whole pipeline."""
+CRASH = "import os\nos._exit(1)   # demo: this solution cell kills the kernel\n"
+
+
+def _with_crashing_first_solution(nb):
+    """A copy of ``nb`` whose first solution cell kills the kernel (a crash costs that exercise only)."""
+    import copy
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = CRASH
+            break
+    return nb
+
+
+def demo(assignment: str | None = None, workers: int | None = None) -> Path:
+    """Sample submissions through release, autograde, grades and feedback; returns grades.csv.
+
+    Per assignment: ``demo_correct`` (the instructor's solutions), ``demo_blank`` (the release as
+    handed out) and ``demo_crash`` (correct, except that the first solution cell kills the kernel).
+    """
     import nbformat
 
-    names = release()
+    from .grading.paths import source_root
+
+    names = [n for n in release() if assignment in (None, n)]
+    if not names:
+        raise SystemExit(f"no assignment named {assignment!r}; assignments: {', '.join(assignments())}")
     root = course_root()
     for name in names:
-        from .grading.paths import source_root
         source = next((source_root() / name).glob("*.ipynb"))
-        released = root / "release" / name / source.name
-        variants = {"demo_correct": nbformat.read(source, as_version=4),
-                    "demo_blank": nbformat.read(released, as_version=4)}
+        solved = nbformat.read(source, as_version=4)
+        variants = {"demo_correct": solved,
+                    "demo_blank": nbformat.read(root / "release" / name / source.name, as_version=4),
+                    "demo_crash": _with_crashing_first_solution(solved)}
         for student, nb in variants.items():
             folder = root / "submitted" / student / name
             folder.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, folder / source.name)
             (folder / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC")
-    autograde()
+    for name in names:
+        autograde(name, workers, students=list(DEMO_STUDENTS))
+        feedback(name)
     csv_path = grades()
-    feedback()
     print(csv_path.read_text())
+    return csv_path
+
+
+DEMO_STUDENTS = ("demo_correct", "demo_blank", "demo_crash")
 
 
 def main(argv=None) -> int:
@@ -259,7 +287,7 @@ def main(argv=None) -> int:
     elif args.command == "feedback":
         feedback(args.assignment)
     elif args.command == "demo":
-        demo()
+        demo(args.assignment, args.workers)
     else:
         print(json.dumps({"assignments": assignments(), "submissions": submissions()}, indent=1))
     return 0

@@ -95,3 +95,21 @@ print("pid", os.getpid())
     facts = dict(line.split(" ", 1) for line in out if line)
     assert facts == {"reference": "False", "hidden": "False", "notebooks": "False", "tests": "False",
                      "course": "False", "checks": "True", "write-package": "False", "net": "False", "pid": "2"}
+
+
+@pytest.mark.parametrize("figures, kinds", [(False, ["text/plain"]), (True, ["image/png", "text/plain"])])
+def test_figures_are_not_rasterised_while_grading_unless_asked(tmp_path, figures, kinds):
+    import logging
+
+    import nbformat
+
+    from lecturelib.grading.execute import grade_notebook
+    from lecturelib.grading.sandbox import Limits
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
+    (tmp_path / "sub").mkdir()
+    graded, report = grade_notebook(nb, tmp_path / "sub", [tmp_path], logging.getLogger("test"),
+                                    Limits(figures=figures, cell_timeout=60))
+    assert report["status"] == ["graded"]
+    assert [sorted(o.get("data", {})) for o in graded.cells[0].outputs] == [kinds]

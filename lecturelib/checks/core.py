@@ -116,6 +116,10 @@ class CheckFailed(AssertionError):
         super().__init__(result.report())
         self.result = result
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (the notebook, nbgrader validate) shows: the report, not the checker's stack."""
+        return f"{type(self).__name__}: {self}".splitlines()
+
 
 class HiddenSuiteUnavailable(RuntimeError):
     """The hidden suites ship only with the grader's copy of the package."""
@@ -588,6 +592,7 @@ def check(name: str, fn: Callable, suite: str = "visible", *, verbose: bool = Tr
     Prints a one-line summary when every case passes and returns the :class:`CheckResult`;
     raises :class:`CheckFailed` (an ``AssertionError``) describing the first failing case otherwise.
     """
+    __tracebackhide__ = True     # pytest shows the caller, not this frame
     if not callable(fn):
         raise TypeError(f"fn must be the function you implemented, got {type(fn).__name__}")
     result = run_suite(name, fn, suite)

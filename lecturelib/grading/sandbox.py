@@ -32,6 +32,9 @@ class Limits:
     cell_timeout: int = int(os.environ.get("LECTURELIB_CELL_TIMEOUT", "120"))
     collect_timeout: int = int(os.environ.get("LECTURELIB_COLLECT_TIMEOUT", "60"))
     max_restarts: int = 6
+    # Figures are drawn but not rasterised while grading (no verdict reads them; ~0.1 s per figure):
+    # LECTURELIB_GRADING_FIGURES=1 keeps them as PNGs in the autograded notebooks and the feedback.
+    figures: bool = os.environ.get("LECTURELIB_GRADING_FIGURES", "") not in ("", "0")
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,6 +118,8 @@ class SandboxKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None):
         kernel = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", self.connection_file]
+        if not self.limits.figures:
+            kernel.append("--InlineBackend.figure_formats=set()")
         cmd = limit_args(self.limits) + kernel
         if bubblewrap():
             cmd = bwrap_args(self.work, self.course_roots) + cmd
