@@ -389,3 +389,16 @@ def test_reference_mean_iou_handles_absent_classes():
     assert torch.isnan(iou[2])
     np.testing.assert_allclose(iou[:2].numpy(), [2 / 3, 3 / 4])
     assert miou == pytest.approx((2 / 3 + 3 / 4) / 2)
+
+
+@pytest.mark.parametrize("suite", ["visible", "hidden"])
+def test_max_unpool_expectations_agree_with_torch(suite):
+    """The check's scatter oracle accepts exactly what F.max_unpool2d returns, on every case."""
+    from lecturelib.checks.core import build_cases
+    _, cases = build_cases("max_unpool", suite)
+    for case in cases:
+        pooled, indices, size = case.calls[0].args
+        k = size[0] // pooled.shape[2]
+        case.verify([F.max_unpool2d(pooled, indices, k, stride=k, output_size=size)])
+        with pytest.raises(Exception):
+            case.verify([F.max_unpool2d(pooled, indices, k, stride=k, output_size=size) + 1e-3])

@@ -1,6 +1,6 @@
 """Checks of the semantic-segmentation exercises.
 
-Oracles are torch built-ins (``F.interpolate``, ``F.max_unpool2d``, ``F.conv_transpose2d``) and
+Oracles are torch built-ins (``F.interpolate``, ``F.conv_transpose2d``; max unpooling by its definition) and
 constructions whose answer is known by design (``mean_iou``); properties (impulse responses,
 linearity, adjointness with ``conv2d``) give a second, reference-free view. Failures are matched
 against the outputs of known bugs to name the likely cause.
@@ -158,7 +158,10 @@ def _max_unpool_cases(specs, reveal):
         values = torch.randperm(n * c * H * W, generator=_generator(spec["seed"])).to(torch.float64)
         image = (values / values.numel()).reshape(n, c, H, W)
         pooled, indices = F.max_pool2d(image, k, stride=k, return_indices=True)
-        expected = F.max_unpool2d(pooled, indices, k, stride=k, output_size=(H, W))
+        # The definition, as a scatter (F.max_unpool2d agrees: see the tests; calling it here would cost
+        # every grading process torch's 0.7 s lazy import of sympy).
+        expected = pooled.new_zeros(n, c, H * W).scatter_(2, indices.flatten(2), pooled.flatten(2))
+        expected = expected.reshape(n, c, H, W)
 
         def verify(outcomes, pooled=pooled, indices=indices, hw=(H, W), expected=expected):
             got = expect_tensor(outcomes[0], shape=expected.shape, dtype=expected.dtype)
