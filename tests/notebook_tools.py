@@ -70,3 +70,46 @@ def answers(nb) -> dict[str, str]:
 
 def strip_markers(source: str) -> str:
     return "\n".join(line for line in source.splitlines() if "### " not in line)
+
+
+# End-to-end grading of one assignment (shared by the tests/test_grading_*.py files)
+def solved_release(released: Path, source: Path, replace: dict[str, str] | None = None) -> nbformat.NotebookNode:
+    """The released notebook with the instructor's answers filled in; ``replace`` swaps some answers."""
+    nb = nbformat.read(released, as_version=4)
+    filled = {gid: strip_markers(src) for gid, src in answers(nbformat.read(source, as_version=4)).items()}
+    for gid, answer in {**filled, **(replace or {})}.items():
+        replace_solution(nb, gid, answer)
+    return nb
+
+
+def submit_and_autograde(course: Path, assignment: str, submissions: dict[str, nbformat.NotebookNode],
+                         notebook: str) -> dict[str, dict[str, float]]:
+    """Submit each notebook as its student, autograde them, return student -> {grade_id: score}."""
+    from nbgrader.api import Gradebook
+
+    from lecturelib import course as tool
+    for student, nb in submissions.items():
+        folder = course / "submitted" / student / assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, folder / f"{notebook}.ipynb")
+        (folder / "timestamp.txt").write_text("2026-11-20 12:00:00.000000 UTC")
+    results = tool.autograde(assignment, students=list(submissions))
+    assert all(results.values()), results
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return {student: {g.name: g.score for g in gb.find_submission_notebook(notebook, assignment, student).grades
+                          if g.cell_type == "code"} for student in submissions}
+
+
+def run_blank_release(released: Path, course: Path, extra_cells: list[str] = ()) -> nbformat.NotebookNode:
+    """Execute the released notebook as handed out, with the student package, as at grading time.
+
+    Asserts that only the graded test cells fail, each with a clean "not implemented yet".
+    """
+    nb = execute(released, extra_cells=extra_cells,
+                 env={"PYTHONPATH": str(course / "release" / "student_package"), "NBGRADER_EXECUTION": "autograde"})
+    graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
+    failures = errors(nb)
+    assert {i for i, _, _ in failures} == graded, failures
+    for _, ename, evalue in failures:
+        assert ename == "CheckFailed" and "not implemented yet" in evalue, (ename, evalue)
+    return nb

@@ -2,17 +2,14 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-from notebook_tools import (NOTEBOOKS, REPO, answers as _answers, errors, execute, graded_cells,
-                            replace_solution as _replace_solution, strip_markers as _strip_markers, text)
+from notebook_tools import (NOTEBOOKS, REPO, answers as _answers, graded_cells, replace_solution as _replace_solution,
+                            run_blank_release, solved_release, strip_markers as _strip_markers, submit_and_autograde,
+                            text)
 
 pytestmark = pytest.mark.slow
 
@@ -76,13 +73,7 @@ def test_blank_release_fails_cleanly_with_the_student_package(course):
              "try:\n    check('conv_transpose2d', conv_transpose2d, suite='hidden')\n"
              "except HiddenSuiteUnavailable as exc:\n    print('HIDDEN:', exc)")
     student_pkg = course / "release" / "student_package"
-    nb = execute(released, extra_cells=[probe],
-                 env={"PYTHONPATH": str(student_pkg), "NBGRADER_EXECUTION": "autograde"})
-    failures = errors(nb)
-    graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
-    assert {i for i, _, _ in failures} == graded
-    for _, ename, evalue in failures:
-        assert ename == "CheckFailed" and "not implemented yet" in evalue
+    nb = run_blank_release(released, course, extra_cells=[probe])
     last = text(nb.cells[-1])
     assert f"PACKAGE {student_pkg}" in last and "False" in last
     assert "HIDDEN: the hidden tests are not part of the student package" in last
@@ -97,10 +88,7 @@ def _submission_variants(course) -> dict[str, nbformat.NotebookNode]:
     answers = {k: _strip_markers(v) for k, v in _answers(source).items()}
 
     def student_copy():
-        nb = nbformat.read(course / "release" / "02_segmentation" / "segmentation.ipynb", as_version=4)
-        for gid, answer in answers.items():
-            _replace_solution(nb, gid, answer)
-        return nb
+        return solved_release(course / "release" / "02_segmentation" / "segmentation.ipynb", SEGMENTATION)
 
     correct = student_copy()
 
@@ -151,15 +139,10 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def graded(course):
     from lecturelib import course as tool
-    for student, nb in _submission_variants(course).items():
-        folder = course / "submitted" / student / "02_segmentation"
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / "segmentation.ipynb")
-        (folder / "timestamp.txt").write_text("2026-11-20 12:00:00.000000 UTC")
-    results = tool.autograde("02_segmentation", students=list(EXPECTED))
+    scores = submit_and_autograde(course, "02_segmentation", _submission_variants(course), "segmentation")
     csv_path = tool.grades(course / "grades.csv")
     tool.feedback("02_segmentation")
-    return results, csv_path
+    return scores, csv_path
 
 
 def test_sneaky_submission_passes_visible_tests(course):
@@ -174,16 +157,10 @@ def test_sneaky_submission_passes_visible_tests(course):
         assert not run_suite(name, namespace[name], "hidden").passed
 
 
-def test_autograde_scores_every_cell_exactly(graded, course):
-    results, _ = graded
-    assert all(results.values()), results
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for student, expected in EXPECTED.items():
-            scores = {g.name: g.score for g in gb.find_submission_notebook(
-                "segmentation", "02_segmentation", student).grades if g.cell_type == "code"}
-            got = {k: v for k, v in scores.items() if k in POINTS}
-            assert got == expected, student
+def test_autograde_scores_every_cell_exactly(graded):
+    scores, _ = graded
+    for student, expected in EXPECTED.items():
+        assert {k: v for k, v in scores[student].items() if k in POINTS} == expected, student
 
 
 def test_exported_csv(graded):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from notebook_tools import (REPO, answers as _answers, errors, execute, replace_solution as _replace_solution,
-                            strip_markers as _strip_markers)
+from notebook_tools import (REPO, answers as _answers, run_blank_release, solved_release, strip_markers as _strip_markers,
+                            submit_and_autograde)
 
 pytestmark = pytest.mark.slow
 
@@ -32,23 +32,13 @@ def _release(course):
 
 
 def _variants(course) -> dict[str, nbformat.NotebookNode]:
-    answers = {k: _strip_markers(v) for k, v in _answers(nbformat.read(SOURCE, as_version=4)).items()}
-
-    def student_copy():
-        nb = nbformat.read(_release(course), as_version=4)
-        for gid, answer in answers.items():
-            _replace_solution(nb, gid, answer)
-        return nb
-
-    correct = student_copy()
-    sneaky = student_copy()
-    hungarian = answers["hungarian_match"]
+    hungarian = _answers(nbformat.read(SOURCE, as_version=4))["hungarian_match"]
     assert _SNEAKY_FROM in hungarian
-    hungarian = hungarian.replace(_SNEAKY_FROM, _SNEAKY_TO).replace(
+    hungarian = _strip_markers(hungarian).replace(_SNEAKY_FROM, _SNEAKY_TO).replace(
         "    if cost.shape[0] > cost.shape[1]:", _SNEAKY_CHECK + "    if cost.shape[0] > cost.shape[1]:", 1)
-    _replace_solution(sneaky, "hungarian_match", hungarian)
-    blank = nbformat.read(_release(course), as_version=4)
-    return {"detr_correct": correct, "detr_blank": blank, "detr_sneaky": sneaky}
+    return {"detr_correct": solved_release(_release(course), SOURCE),
+            "detr_blank": nbformat.read(_release(course), as_version=4),
+            "detr_sneaky": solved_release(_release(course), SOURCE, {"hungarian_match": hungarian})}
 
 
 EXPECTED = {
@@ -80,35 +70,17 @@ def test_sneaky_submission_passes_visible_but_not_hidden(course):
 
 def test_blank_release_runs_clean_with_the_student_package(course):
     """Only the four test cells fail ('not implemented yet'); demos, the explorer and the model cells run."""
-    student_pkg = course / "release" / "student_package"
     probe = "import lecturelib\nprint('PACKAGE', lecturelib.__file__, lecturelib.has_reference())"
-    nb = execute(_release(course), extra_cells=[probe],
-                 env={"PYTHONPATH": str(student_pkg), "NBGRADER_EXECUTION": "autograde"})
-    graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
-    failures = errors(nb)
-    assert {i for i, _, _ in failures} == graded, failures
-    for _, ename, evalue in failures:
-        assert ename == "CheckFailed" and "not implemented yet" in evalue
+    nb = run_blank_release(_release(course), course, extra_cells=[probe])
     last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    assert f"PACKAGE {student_pkg}" in last and "False" in last
+    assert f"PACKAGE {course / 'release' / 'student_package'}" in last and "False" in last
 
 
 @pytest.fixture(scope="module")
 def graded(course):
-    from lecturelib import course as tool
-    for student, nb in _variants(course).items():
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / "detr.ipynb")
-        (folder / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
-    return tool.autograde(ASSIGNMENT, students=list(EXPECTED))
+    return submit_and_autograde(course, ASSIGNMENT, _variants(course), "detr")
 
 
-def test_autograde_scores_every_cell_exactly(graded, course):
-    assert all(graded.values()), graded
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for student, expected in EXPECTED.items():
-            scores = {g.name: g.score for g in gb.find_submission_notebook("detr", ASSIGNMENT, student).grades
-                      if g.cell_type == "code"}
-            assert {k: v for k, v in scores.items() if k in POINTS} == expected, student
+def test_autograde_scores_every_cell_exactly(graded):
+    for student, expected in EXPECTED.items():
+        assert {k: v for k, v in graded[student].items() if k in POINTS} == expected, student

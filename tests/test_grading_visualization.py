@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from notebook_tools import REPO, answers as _answers, errors, execute, replace_solution, strip_markers, text
+from notebook_tools import REPO, run_blank_release, solved_release, submit_and_autograde, text
 
 pytestmark = pytest.mark.slow
 
@@ -49,18 +49,9 @@ def _released(course):
 
 
 def _variants(course) -> dict[str, nbformat.NotebookNode]:
-    answers = {gid: strip_markers(src) for gid, src in _answers(nbformat.read(SOURCE, as_version=4)).items()}
-
-    def student_copy():
-        nb = nbformat.read(_released(course), as_version=4)
-        for gid, answer in answers.items():
-            replace_solution(nb, gid, answer)
-        return nb
-
-    sneaky = student_copy()
-    replace_solution(sneaky, "grad_cam", SNEAKY_GRAD_CAM)
-    return {"vis_correct": student_copy(), "vis_blank": nbformat.read(_released(course), as_version=4),
-            "vis_sneaky": sneaky}
+    return {"vis_correct": solved_release(_released(course), SOURCE),
+            "vis_blank": nbformat.read(_released(course), as_version=4),
+            "vis_sneaky": solved_release(_released(course), SOURCE, {"grad_cam": SNEAKY_GRAD_CAM})}
 
 
 EXPECTED = {
@@ -91,32 +82,15 @@ def test_release_hides_solutions_and_keeps_the_stub(course):
 
 def test_blank_release_runs_clean_with_the_student_package(course):
     """Only the four test cells fail (not implemented yet); every demo and widget cell runs on the stubs."""
-    student_pkg = course / "release" / "student_package"
-    nb = execute(_released(course), env={"PYTHONPATH": str(student_pkg), "NBGRADER_EXECUTION": "autograde"})
-    graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
-    failures = errors(nb)
-    assert {i for i, _, _ in failures} == graded, failures
-    for _, ename, evalue in failures:
-        assert ename == "CheckFailed" and "not implemented yet" in evalue
+    nb = run_blank_release(_released(course), course)
     assert any("Implement grad_cam above" in text(c) for c in nb.cells)
 
 
 @pytest.fixture(scope="module")
 def graded(course):
-    from lecturelib import course as tool
-    for student, nb in _variants(course).items():
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / "visualization.ipynb")
-        (folder / "timestamp.txt").write_text("2026-11-20 12:00:00.000000 UTC")
-    return tool.autograde(ASSIGNMENT)
+    return submit_and_autograde(course, ASSIGNMENT, _variants(course), "visualization")
 
 
-def test_autograde_scores_every_cell_exactly(graded, course):
-    assert all(ok for (student, _), ok in graded.items() if student in EXPECTED), graded
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for student, expected in EXPECTED.items():
-            scores = {g.name: g.score for g in gb.find_submission_notebook(
-                "visualization", ASSIGNMENT, student).grades if g.cell_type == "code"}
-            assert {k: v for k, v in scores.items() if k in POINTS} == expected, student
+def test_autograde_scores_every_cell_exactly(graded):
+    for student, expected in EXPECTED.items():
+        assert {k: v for k, v in graded[student].items() if k in POINTS} == expected, student
