@@ -293,17 +293,22 @@ def gradcam_cam_identity(model: ShapesClassifier, images: torch.Tensor, classes,
 # ------------------------------------------------------------------------------------------------
 # ViT attention maps
 # ------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def attention_maps(vit: TinyViT, images: torch.Tensor) -> torch.Tensor:
-    """(N, depth, heads, g, g): how much the class token attends to each patch, per block and head."""
+def _attentions(vit: TinyViT, images: torch.Tensor) -> list[torch.Tensor]:
+    """Each block's attention (N, heads, T, T), computed in eval mode; the model's mode is restored."""
     if not isinstance(vit, TinyViT):
         raise TypeError(f"vit must be a TinyViT, got {describe(vit)}")
     was_training = vit.training
     vit.eval()
     try:
-        _, attentions = vit(images, return_attention=True)
+        return vit(images, return_attention=True)[1]
     finally:
         vit.train(was_training)
+
+
+@torch.no_grad()
+def attention_maps(vit: TinyViT, images: torch.Tensor) -> torch.Tensor:
+    """(N, depth, heads, g, g): how much the class token attends to each patch, per block and head."""
+    attentions = _attentions(vit, images)
     stacked = torch.stack(attentions, dim=1)  # (N, depth, heads, T, T)
     g = vit.grid
     return stacked[:, :, :, 0, 1:].reshape(len(images), len(attentions), -1, g, g)
@@ -314,14 +319,7 @@ def attention_rollout(vit: TinyViT, images: torch.Tensor) -> torch.Tensor:
     """(N, g, g) attention rollout (Abnar & Zuidema, 2020): the head-averaged attention of each block,
     mixed with the identity for the residual connection (0.5 A + 0.5 I, rows renormalised), multiplied
     through the blocks; the class token's row over the patches."""
-    if not isinstance(vit, TinyViT):
-        raise TypeError(f"vit must be a TinyViT, got {describe(vit)}")
-    was_training = vit.training
-    vit.eval()
-    try:
-        _, attentions = vit(images, return_attention=True)
-    finally:
-        vit.train(was_training)
+    attentions = _attentions(vit, images)
     t = attentions[0].shape[-1]
     rollout = torch.eye(t).expand(len(images), t, t)
     for attention in attentions:
