@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,7 +25,7 @@ from ._validate import describe, require_array, require_float, require_int, requ
 from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
 from .data import CLASSES, NUM_CLASSES, Shapes
 from .evaluation import evaluate_detections
-from .train import fit, load_weights, read_metadata
+from .train import fit, load_pretrained_model
 
 __all__ = [
     "NO_OBJECT", "DEFAULT_WEIGHTS", "TinyDETR", "detr_targets", "DetrDataset", "detr_collate",
@@ -39,7 +38,6 @@ __all__ = [
 
 NO_OBJECT = 0                                          #: logit index of "no object" (= background)
 DEFAULT_WEIGHTS = {"w_class": 1.0, "w_l1": 5.0, "w_giou": 2.0}  #: DETR's matching-cost weights
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def default_functions() -> dict:
@@ -448,15 +446,7 @@ def load_pretrained(name: str = "detr_shapes") -> TinyDETR:
 
     ``model.metadata`` holds how it was made (command, seed, epochs, held-out mAP@0.5...).
     """
-    if name != "detr_shapes":
-        raise ValueError(f"name must be 'detr_shapes', got {name!r}")
-    path = WEIGHTS_DIR / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; create it with `python scripts/train_detr.py`")
-    model = TinyDETR(**read_metadata(path).get("config", {}))
-    model.metadata = load_weights(model, path)
-    return model.eval()
-
+    return load_pretrained_model(name, {"detr_shapes": TinyDETR}, "python scripts/train_detr.py")
 
 # ------------------------------------------------------------------------------------------------
 # The matching explorer: how the cost weights decide who is matched to whom

@@ -12,7 +12,6 @@ FCN 0.86. ``model.metadata`` has the exact recipe and scores.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from torch.nn import functional as F
 
 from ._validate import describe, require_array, require_float, require_int, require_tensor
 from .data import NUM_CLASSES, Shapes, ShapesDataset
-from .train import fit, load_weights, read_metadata
+from .train import WEIGHTS_DIR, fit, load_pretrained_model
 
 __all__ = [
     "FCN",
@@ -34,7 +33,6 @@ __all__ = [
     "WEIGHTS_DIR",
 ]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -249,15 +247,5 @@ def load_pretrained(name: str) -> nn.Module:
     Weights come from ``lecturelib/weights/<name>.pt``; ``model.metadata`` holds how they were made
     (command, seed, epochs, held-out mIoU...).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, one of {tuple(PRETRAINED)}, got {describe(name)}")
-    if name not in PRETRAINED:
-        raise ValueError(f"name must be one of {tuple(PRETRAINED)}, got {name!r}")
-    path = WEIGHTS_DIR / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; create it with "
-                                f"`python scripts/train_weights.py segmentation`")
-    config = read_metadata(path).get("config", {})
-    model = PRETRAINED[name](**config)
-    model.metadata = load_weights(model, path)
-    return model.eval()
+    return load_pretrained_model(name, PRETRAINED, "python scripts/train_weights.py segmentation")
+

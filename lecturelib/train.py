@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ __all__ = [
     "save_weights",
     "load_weights",
     "read_metadata",
+    "load_pretrained_model",
+    "WEIGHTS_DIR",
     "OPTIMIZERS",
     "SCHEDULES",
 ]
@@ -167,6 +170,28 @@ def _print(bar, message: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Weights files
 # --------------------------------------------------------------------------------------------
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def load_pretrained_model(name: str, architectures: dict[str, Callable[..., nn.Module]], script: str) -> nn.Module:
+    """The shipped model ``name`` in eval mode on the CPU, as each topic's ``load_pretrained`` returns it.
+
+    Built by ``architectures[name]`` with the constructor config saved beside the weights in
+    ``lecturelib/weights/<name>.pt``; ``model.metadata`` holds how they were made (command, seed,
+    scores...). ``script`` is the command that recreates a missing file.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, one of {tuple(architectures)}, got {describe(name)}")
+    if name not in architectures:
+        raise ValueError(f"name must be one of {tuple(architectures)}, got {name!r}")
+    path = WEIGHTS_DIR / f"{name}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; create it with `{script}`")
+    model = architectures[name](**read_metadata(path).get("config", {}))
+    model.metadata = load_weights(model, path)
+    return model.eval()
+
 
 def save_weights(model: nn.Module, path, **metadata) -> None:
     """Save ``model``'s state_dict with metadata (command, seed, scores...) to ``path``.

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from torch.nn import functional as F
 
 from ._validate import describe, require_float, require_int, require_tensor
 from .data import CLASSES, Shapes
-from .train import fit, load_weights, read_metadata
+from .train import WEIGHTS_DIR, fit, load_pretrained_model
 
 __all__ = [
     "CLASS_NAMES",
@@ -36,7 +35,6 @@ __all__ = [
     "WEIGHTS_DIR",
 ]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: The classifier's classes: output k is class id k + 1 of lecturelib.data.CLASSES.
 CLASS_NAMES = tuple(CLASSES[1:])
 
@@ -271,14 +269,5 @@ def load_pretrained(name: str) -> nn.Module:
 
     ``model.metadata`` holds how the weights were made (command, seed, epochs, held-out accuracy...).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, one of {tuple(PRETRAINED)}, got {describe(name)}")
-    if name not in PRETRAINED:
-        raise ValueError(f"name must be one of {tuple(PRETRAINED)}, got {name!r}")
-    path = WEIGHTS_DIR / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; create it with `python scripts/train_visualization.py`")
-    config = read_metadata(path).get("config", {})
-    model = PRETRAINED[name](**config)
-    model.metadata = load_weights(model, path)
-    return model.eval()
+    return load_pretrained_model(name, PRETRAINED, "python scripts/train_visualization.py")
+

@@ -172,3 +172,19 @@ def test_save_weights_rejects_non_plain_metadata(tmp_path):
         save_weights(_Tiny(), tmp_path / "x.pt", data=np.zeros(3))
     with pytest.raises(TypeError, match="model"):
         save_weights("model", tmp_path / "x.pt")
+
+
+def test_load_pretrained_model_names_the_problem(monkeypatch, tmp_path):
+    from lecturelib import train
+    with pytest.raises(TypeError, match="name must be a str"):
+        train.load_pretrained_model(3, {"m": nn.Linear}, "make weights")
+    with pytest.raises(ValueError, match=r"one of \('m',\)"):
+        train.load_pretrained_model("x", {"m": nn.Linear}, "make weights")
+    monkeypatch.setattr(train, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="create it with `make weights`"):
+        train.load_pretrained_model("m", {"m": nn.Linear}, "make weights")
+    layer = nn.Linear(3, 2)
+    layer.config = {"in_features": 3, "out_features": 2}
+    train.save_weights(layer, tmp_path / "m.pt", seed=4)
+    loaded = train.load_pretrained_model("m", {"m": nn.Linear}, "make weights")
+    assert torch.equal(loaded.weight, layer.weight) and loaded.metadata["seed"] == 4 and not loaded.training
