@@ -37,6 +37,7 @@ bench: install
 # Retrain the shipped model weights in lecturelib/weights/ (deterministic; a few minutes each on 2 cores).
 weights: install
 	$(BIN)/python scripts/train_weights.py segmentation
+	$(BIN)/python scripts/train_detection.py
 	$(BIN)/python scripts/train_detr.py
 	$(BIN)/python scripts/train_visualization.py
 

@@ -1,0 +1,53 @@
+"""Hidden cases of the detection exercises (grader copy only). ``about`` is what the feedback may show."""
+
+SPECS = {
+    "encode_boxes": [
+        {"seed": 101, "n": 9, "about": "random boxes"},
+        {"seed": 102, "n": 5, "weights": (10.0, 10.0, 5.0, 5.0), "dtype": "float32",
+         "about": "RoI-head weights, float32"},
+        {"seed": 103, "n": 1, "weights": (0.5, 4.0, 2.0, 3.0), "about": "one box, unequal weights"},
+        {"seed": 104, "n": 0, "about": "no boxes"},
+    ],
+    "decode_boxes": [
+        {"seed": 111, "n": 8, "about": "random deltas"},
+        {"seed": 112, "n": 7, "kind": "round_trip", "weights": (2.0, 3.0, 0.5, 4.0),
+         "about": "round trip, unequal weights"},
+        {"seed": 113, "n": 5, "extreme": (12.0, -12.0, 4.5), "weights": (10.0, 10.0, 5.0, 5.0),
+         "about": "extreme size deltas with weights"},
+        {"seed": 114, "n": 6, "extreme": (7.0, -7.0), "about": "extreme size deltas"},
+        {"seed": 115, "n": 0, "about": "no boxes"},
+    ],
+    "generate_anchors": [
+        {"feature_size": (3, 5), "stride": 32, "sizes": (64, 90), "ratios": (1.0,), "about": "wide grid, two sizes"},
+        {"feature_size": (5, 2), "stride": 4, "sizes": (15,), "ratios": (0.5, 1.0, 2.0),
+         "about": "tall grid, odd size"},
+        {"feature_size": (1, 4), "stride": 64, "sizes": (128, 256, 512), "ratios": (0.25, 4.0),
+         "about": "one row, extreme ratios"},
+        {"feature_size": (6, 7), "stride": 8, "sizes": (21, 33), "ratios": (0.5, 1.0, 2.0, 3.0),
+         "about": "FPN-like level, four ratios"},
+        {"feature_size": (1, 1), "stride": 16, "sizes": (37,), "ratios": (1.5,), "about": "one anchor"},
+    ],
+    "label_anchors": [
+        {"kind": "random", "seed": 141, "gt": 5, "grid": (5, 3), "about": "random boxes"},
+        {"kind": "random", "seed": 142, "gt": 2, "integer": True, "high": 0.6, "low": 0.2,
+         "about": "other thresholds"},
+        {"kind": "thresholds", "high": 0.5, "low": 0.25, "about": "IoU exactly at the thresholds"},
+        {"kind": "ties", "dtype": "float32", "about": "ties for a box's best IoU, float32"},
+        {"kind": "far_gt", "allow_low_quality": True, "about": "a box overlapping no anchor"},
+        {"kind": "cross", "high": 0.7, "low": 0.3, "dtype": "float32",
+         "about": "an anchor best for one box, closer to another"},
+        {"kind": "random", "seed": 143, "allow_low_quality": False, "about": "without low-quality matches"},
+        {"kind": "empty", "dtype": "float32", "about": "no boxes, float32"},
+    ],
+    "nms": [
+        {"kind": "clusters", "seed": 151, "clusters": 5, "per": 8, "about": "clusters"},
+        {"kind": "clusters", "seed": 152, "ties": True, "threshold": 0.5, "about": "equal scores"},
+        {"kind": "chain", "threshold": 0.3, "dtype": "float32", "about": "a chain of overlaps, float32"},
+        {"kind": "exact", "threshold": 0.5, "dtype": "float32", "about": "IoU exactly at the threshold"},
+        {"kind": "clusters", "seed": 153, "clusters": 3, "per": 4, "threshold": 0.0,
+         "about": "threshold 0: any overlap suppresses"},
+        {"kind": "clusters", "seed": 154, "clusters": 20, "per": 50, "threshold": 0.5, "jitter": 4.0,
+         "about": "1,000 boxes"},
+        {"kind": "empty", "dtype": "float32", "about": "no boxes"},
+    ],
+}
