@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._validate import require_float, require_int
+from ._validate import describe, require_array, require_float, require_int, require_tensor
 
 __all__ = [
     "CLASSES",
@@ -42,6 +42,7 @@ __all__ = [
     "make_classification",
     "ShapesDataset",
     "detection_collate",
+    "image_batch",
     "SAMPLE_IMAGES",
     "sample_image",
 ]
@@ -606,6 +607,18 @@ class ShapesDataset(torch.utils.data.Dataset):
             "labels": torch.from_numpy(self.shapes.labels[i]),
             "masks": torch.from_numpy(self.shapes.instance_masks[i]),
         }
+
+
+def image_batch(images) -> torch.Tensor:
+    """A model's input (N, 3, H, W) float in [0, 1] from a Shapes, a uint8 (N, H, W, 3) array or a float tensor."""
+    if isinstance(images, Shapes):
+        return images.image_tensor()
+    if isinstance(images, np.ndarray):
+        array = require_array("images", images, ndim=4)
+        if array.dtype != np.uint8 or array.shape[-1] != 3:
+            raise ValueError(f"images as a numpy array must be uint8 (N, H, W, 3), got {describe(array)}")
+        return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255)
+    return require_tensor("images", images, ndim=4, floating=True)
 
 
 def detection_collate(batch: Sequence):

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import describe, require_float, require_int, require_pair, require_tensor
-from .data import CLASSES, Shapes, detection_collate
+from .data import CLASSES, Shapes, detection_collate, image_batch
 from .detection_models import TinyDetector
 from .evaluation import evaluate_detections
 from .train import fit, load_pretrained_model
@@ -265,16 +265,6 @@ def train_detector(model: TinyDetector, train: Shapes, *, label_fn: Callable, en
 # ------------------------------------------------------------------------------------------------
 # Inference: decode + score + NMS, with the functions passed in
 # ------------------------------------------------------------------------------------------------
-def _images_tensor(images) -> torch.Tensor:
-    if isinstance(images, Shapes):
-        return images.image_tensor()
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images as a numpy array must be uint8 (N, H, W, 3), got {describe(images)}")
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    return require_tensor("images", images, ndim=4, floating=True)
-
-
 @torch.no_grad()
 def raw_detections(model: nn.Module, images, decode_fn: Callable, *, anchors: torch.Tensor | None = None,
                    weights=BOX_WEIGHTS, batch_size: int = 256) -> list[dict]:
@@ -288,7 +278,7 @@ def raw_detections(model: nn.Module, images, decode_fn: Callable, *, anchors: to
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
     _require_function("decode_fn", decode_fn)
     anchors = model.anchors if anchors is None else require_tensor("anchors", anchors, shape=(None, 4), floating=True)
-    x = _images_tensor(images)
+    x = image_batch(images)
     size = x.shape[-1]
     was_training = model.training
     model.eval()

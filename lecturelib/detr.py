@@ -23,7 +23,7 @@ from torch import nn
 
 from ._validate import describe, require_array, require_float, require_int, require_tensor
 from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
-from .data import CLASSES, NUM_CLASSES, Shapes
+from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
 from .evaluation import evaluate_detections
 from .train import fit, load_pretrained_model
 
@@ -366,16 +366,6 @@ def train_detr(model: TinyDETR, train: Shapes, *, matcher: Callable, giou_fn: Ca
 # ------------------------------------------------------------------------------------------------
 # Prediction and evaluation
 # ------------------------------------------------------------------------------------------------
-def _images_tensor(images) -> torch.Tensor:
-    if isinstance(images, Shapes):
-        return images.image_tensor()
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images as a numpy array must be uint8 (N, H, W, 3), got {describe(images)}")
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    return require_tensor("images", images, ndim=4, floating=True)
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
     """Every query's prediction for each image, as one dict per image.
@@ -387,7 +377,7 @@ def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    x = _images_tensor(images)
+    x = image_batch(images)
     size = x.shape[-1]
     was_training = model.training
     model.eval()

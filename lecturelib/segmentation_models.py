@@ -13,13 +13,12 @@ FCN 0.86. ``model.metadata`` has the exact recipe and scores.
 from __future__ import annotations
 
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ._validate import describe, require_array, require_float, require_int, require_tensor
-from .data import NUM_CLASSES, Shapes, ShapesDataset
+from .data import NUM_CLASSES, Shapes, ShapesDataset, image_batch
 from .train import WEIGHTS_DIR, fit, load_pretrained_model
 
 __all__ = [
@@ -177,18 +176,6 @@ def train_segmenter(model: nn.Module, train: Shapes, *, epochs: int, batch_size:
     return fit(model, loader, F.cross_entropy, epochs=epochs, lr=lr, progress=progress)
 
 
-def _images_tensor(images) -> torch.Tensor:
-    """(N, 3, H, W) float tensor from a float tensor, a uint8 (N, H, W, 3) array or a Shapes."""
-    if isinstance(images, Shapes):
-        return images.image_tensor()
-    if isinstance(images, np.ndarray):
-        array = require_array("images", images, ndim=4)
-        if array.dtype != np.uint8 or array.shape[-1] != 3:
-            raise ValueError(f"images as a numpy array must be uint8 (N, H, W, 3), got {describe(array)}")
-        return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255)
-    return require_tensor("images", images, ndim=4, floating=True)
-
-
 @torch.no_grad()
 def predict_masks(model: nn.Module, images, batch_size: int = 256) -> torch.Tensor:
     """Class id per pixel, (N, H, W) int64, by argmax of the model's logits.
@@ -199,7 +186,7 @@ def predict_masks(model: nn.Module, images, batch_size: int = 256) -> torch.Tens
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
     batch_size = require_int("batch_size", batch_size, minimum=1)
-    x = _images_tensor(images)
+    x = image_batch(images)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -298,3 +298,18 @@ def test_no_global_random_state_used():
     make_shapes(5, seed=0)
     assert np.random.random() == before
     assert data.make_shapes(3, seed=9).images.sum() == make_shapes(3, seed=9).images.sum()
+
+
+def test_image_batch_accepts_shapes_uint8_arrays_and_float_tensors():
+    from lecturelib.data import image_batch
+    shapes = make_shapes(3, seed=0)
+    batch = image_batch(shapes)
+    assert batch.shape == (3, 3, 64, 64) and batch.dtype == torch.float32 and 0 <= batch.min() <= batch.max() <= 1
+    assert torch.equal(image_batch(shapes.images), batch)
+    assert image_batch(batch) is batch
+    with pytest.raises(ValueError, match="uint8"):
+        image_batch(shapes.images.astype(np.float32))
+    with pytest.raises(ValueError, match="images must have 4 dimensions"):
+        image_batch(batch[0])
+    with pytest.raises(TypeError, match="images"):
+        image_batch([1, 2])
