@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,7 +20,12 @@ def execute(path: Path, *, cwd: Path | None = None, extra_cells: list[str] = (),
     nb = nbformat.read(path, as_version=4)
     for source in extra_cells:
         nb.cells.append(nbformat.v4.new_code_cell(source))
-    client = NotebookClient(nb, timeout=timeout, kernel_name="lecturelib", allow_errors=True,
+    # IPC sockets in a private folder, not TCP ports: kernels started at the same moment by other
+    # processes (parallel test runs, a TA grading) cannot take each other's ports.
+    sockets = Path(tempfile.mkdtemp(prefix="lecturelib-kernel-"))
+    km = KernelManager(kernel_name="lecturelib", transport="ipc", ip=str(sockets / "kernel"),
+                       connection_file=str(sockets / "connection.json"))
+    client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
                             resources={"metadata": {"path": str(cwd or path.parent)}})
     old = dict(os.environ)
     try:
@@ -27,6 +35,7 @@ def execute(path: Path, *, cwd: Path | None = None, extra_cells: list[str] = (),
     finally:
         os.environ.clear()
         os.environ.update(old)
+        shutil.rmtree(sockets, ignore_errors=True)
     return nb
 
 
@@ -73,11 +82,18 @@ def strip_markers(source: str) -> str:
 
 
 # End-to-end grading of one assignment (shared by the tests/test_grading_*.py files)
-def solved_release(released: Path, source: Path, replace: dict[str, str] | None = None) -> nbformat.NotebookNode:
-    """The released notebook with the instructor's answers filled in; ``replace`` swaps some answers."""
+def solved_release(released: Path, source: Path, replace: dict[str, str] | None = None,
+                   edits: dict[str, list[tuple[str, str]]] | None = None) -> nbformat.NotebookNode:
+    """The released notebook with the instructor's answers filled in.
+
+    ``replace`` swaps whole answers; ``edits`` applies (old, new) text replacements to some (a typical bug).
+    """
     nb = nbformat.read(released, as_version=4)
     filled = {gid: strip_markers(src) for gid, src in answers(nbformat.read(source, as_version=4)).items()}
     for gid, answer in {**filled, **(replace or {})}.items():
+        for old, new in (edits or {}).get(gid, ()):
+            assert old in answer, (gid, old)
+            answer = answer.replace(old, new)
         replace_solution(nb, gid, answer)
     return nb
 
@@ -103,10 +119,15 @@ def submit_and_autograde(course: Path, assignment: str, submissions: dict[str, n
 def run_blank_release(released: Path, course: Path, extra_cells: list[str] = ()) -> nbformat.NotebookNode:
     """Execute the released notebook as handed out, with the student package, as at grading time.
 
-    Asserts that only the graded test cells fail, each with a clean "not implemented yet".
+    Asserts that the notebook ran on the student package (no reference solutions), and that only the
+    graded test cells fail, each with a clean "not implemented yet".
     """
-    nb = execute(released, extra_cells=extra_cells,
-                 env={"PYTHONPATH": str(course / "release" / "student_package"), "NBGRADER_EXECUTION": "autograde"})
+    package = course / "release" / "student_package"
+    probe = "import lecturelib\nprint('PACKAGE', lecturelib.__file__, lecturelib.has_reference())"
+    nb = execute(released, extra_cells=[probe, *extra_cells],
+                 env={"PYTHONPATH": str(package), "NBGRADER_EXECUTION": "autograde"})
+    ran_on = text(nb.cells[len(nb.cells) - len(extra_cells) - 1])
+    assert f"PACKAGE {package / 'lecturelib' / '__init__.py'} False" in ran_on, ran_on
     graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
     failures = errors(nb)
     assert {i for i, _, _ in failures} == graded, failures
