@@ -40,6 +40,7 @@ from torch import nn
 
 from ._validate import describe, require_float, require_int, require_pair, require_tensor
 from .data import CLASSES, Shapes, detection_collate, image_batch
+from .plot import explorer
 from .detection_models import TinyDetector
 from .evaluation import evaluate_detections
 from .train import fit, load_pretrained_model
@@ -438,7 +439,6 @@ def anchor_explorer(generate_fn: Callable | None = None, image=None):
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     generate_fn = generate_fn or default_functions()["generate_anchors"]
     if image is None:
@@ -452,25 +452,19 @@ def anchor_explorer(generate_fn: Callable | None = None, image=None):
                                                 description="ratios h/w", rows=5),
                "y": widgets.IntSlider(2, min=0, max=15, description="cell y"),
                "x": widgets.IntSlider(2, min=0, max=15, description="cell x")}
-    output = widgets.Output()
 
-    def draw(stride, base, scales, ratios, y, x):
+    def view(stride, base, scales, ratios, y, x):
         cells = math.ceil(size / stride)
         sizes = tuple(round(base * 2 ** (k / 2), 1) for k in range(scales))
-        view = anchor_view(generate_fn, size, stride, sizes, tuple(ratios) or (1.0,),
+        return anchor_view(generate_fn, size, stride, sizes, tuple(ratios) or (1.0,),
                            location=(min(y, cells - 1), min(x, cells - 1)))
-        with output:
-            output.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(4.6, 4.6))
-            plot_anchors(view, image, ax)
-            display(fig)
-            plt.close(fig)
-        return view
 
-    controls = widgets.interactive(draw, **sliders)
-    box = widgets.HBox([widgets.VBox(list(sliders.values())), output])
-    box.interactive = controls
-    return box
+    def draw(view):
+        fig, ax = plt.subplots(figsize=(4.6, 4.6))
+        plot_anchors(view, image, ax)
+        return fig
+
+    return explorer(sliders, view, draw, arrange="side")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -497,6 +491,11 @@ def plot_nms(views: list, images, fig=None):
     import matplotlib.pyplot as plt
 
     from .plot import draw_boxes
+    if isinstance(views, dict):          # no views: the student's decode_boxes failed, say so
+        fig = fig or plt.figure(figsize=(7, 1.0))
+        fig.clear()
+        fig.text(0.01, 0.5, views["error"], color="crimson", fontsize=10, wrap=True)
+        return fig
     n = len(views)
     if fig is None:
         fig = plt.figure(figsize=(2.3 * n, 2.7))
@@ -520,31 +519,18 @@ def nms_explorer(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable
     """Sliders for the NMS IoU threshold and the score threshold over the detector's raw boxes of a few images
     (uint8 (N, 64, 64, 3)); runs YOUR decode_fn and nms_fn. Returns the ipywidgets box."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     images = np.asarray(images)
     raws, error = _call_student(raw_detections, model, images, decode_fn, what="decode_boxes")
     sliders = {"iou_threshold": widgets.FloatSlider(0.4, min=0.0, max=1.0, step=0.05, description="NMS IoU"),
                "score_threshold": widgets.FloatSlider(0.05, min=0.0, max=0.95, step=0.05, description="min score")}
-    output = widgets.Output()
 
-    def draw(iou_threshold, score_threshold):
-        with output:
-            output.clear_output(wait=True)
-            if error:
-                print(error)
-                return None
-            views = [nms_view(raw, nms_fn, iou_threshold, score_threshold) for raw in raws]
-            fig = plot_nms(views, images)
-            display(fig)
-            plt.close(fig)
-        return views
+    def view(iou_threshold, score_threshold):
+        if error:
+            return {"error": error}
+        return [nms_view(raw, nms_fn, iou_threshold, score_threshold) for raw in raws]
 
-    controls = widgets.interactive(draw, **sliders)
-    box = widgets.VBox([widgets.HBox(list(sliders.values())), output])
-    box.interactive = controls
-    return box
+    return explorer(sliders, view, lambda views: plot_nms(views, images))
 
 
 def show_detections(shapes: Shapes, detections: list, max_images: int = 6):
@@ -637,22 +623,9 @@ def plot_roi_grid(box=(2.0, 2.0, 10.0, 10.0), shift: float = 0.0, output_size: i
 def roi_explorer(box=(2.0, 2.0, 10.0, 10.0), output_size: int = 2):
     """A slider moving the box by sub-pixel amounts: RoIPool's outputs jump, RoIAlign's follow the box."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    output = widgets.Output()
-
-    def draw(shift):
-        with output:
-            output.clear_output(wait=True)
-            fig = plot_roi_grid(box, shift, output_size)
-            display(fig)
-            plt.close(fig)
 
     slider = widgets.FloatSlider(0.0, min=0.0, max=2.0, step=0.125, description="shift (px)")
-    controls = widgets.interactive(draw, shift=slider)
-    box_widget = widgets.VBox([slider, output])
-    box_widget.interactive = controls
-    return box_widget
+    return explorer({"shift": slider}, lambda shift: shift, lambda shift: plot_roi_grid(box, shift, output_size))
 
 
 # ------------------------------------------------------------------------------------------------

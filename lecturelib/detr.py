@@ -24,6 +24,7 @@ from torch import nn
 from ._validate import describe, require_array, require_float, require_int, require_tensor
 from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
 from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
+from .plot import explorer
 from .evaluation import evaluate_detections
 from .train import fit, load_pretrained_model
 
@@ -581,8 +582,6 @@ def matching_explorer(cost_fn: Callable | None = None, assign_fn: Callable | Non
     it ships (instructor copy). Returns the ipywidgets box; ``box.interactive.result`` is the last view.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     if cost_fn is None or assign_fn is None:
         defaults = default_functions()
@@ -592,21 +591,11 @@ def matching_explorer(cost_fn: Callable | None = None, assign_fn: Callable | Non
     sliders = {"w_class": widgets.FloatSlider(1.0, min=0, max=5, step=0.25, description="w_class"),
                "w_l1": widgets.FloatSlider(5.0, min=0, max=10, step=0.5, description="w_l1"),
                "w_giou": widgets.FloatSlider(2.0, min=0, max=5, step=0.25, description="w_giou")}
-    output = widgets.Output()
 
-    def draw(w_class, w_l1, w_giou):
-        view = matching_view(problem, cost_fn, assign_fn, w_class, w_l1, w_giou)
-        with output:
-            output.clear_output(wait=True)
-            fig = plot_matching(view, problem)
-            display(fig)
-            plt.close(fig)
-        return view
+    def view(w_class, w_l1, w_giou):
+        return matching_view(problem, cost_fn, assign_fn, w_class, w_l1, w_giou)
 
-    controls = widgets.interactive(draw, **sliders)
-    box = widgets.VBox([widgets.HBox(list(sliders.values())), output])
-    box.interactive = controls
-    return box
+    return explorer(sliders, view, lambda v: plot_matching(v, problem))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ __all__ = [
     "overlay_heatmap",
     "show_heatmaps",
     "show_filters",
+    "explorer",
 ]
 
 #: (NUM_CLASSES, 3) uint8 RGB colour of each class: background, circle, square, triangle, star.
@@ -403,3 +404,46 @@ def show_filters(weight, ncols: int = 8, normalize: str = "each", figsize=None):
     ax.set_title(f"{out} filters of size {kh}x{kw}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Widgets
+# ------------------------------------------------------------------------------------------------
+def explorer(controls: dict, view, draw, *, arrange="row"):
+    """Controls that recompute and redraw a figure whenever one of them moves (every topic's explorers).
+
+    controls: name -> ipywidget; its value is passed to ``view`` under that name.
+    view(**values) -> a view: plain data (what the widget shows, testable without drawing).
+    draw(view) -> a matplotlib Figure, shown below (or beside) the controls and then closed.
+    arrange: "row" (controls in a row above the figure), "side" (a column left of it), or a list of
+    lists of control names (columns above the figure).
+    Returns the ipywidgets box; ``box.interactive.result`` is the last view.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if not isinstance(controls, dict) or not controls:
+        raise TypeError(f"controls must be a non-empty dict of name -> widget, got {describe(controls)}")
+    output = widgets.Output()
+
+    def update(**values):
+        result = view(**values)
+        with output:
+            output.clear_output(wait=True)
+            fig = draw(result)
+            display(fig)
+            plt.close(fig)
+        return result
+
+    interactive = widgets.interactive(update, **controls)
+    if arrange == "row":
+        box = widgets.VBox([widgets.HBox(list(controls.values())), output])
+    elif arrange == "side":
+        box = widgets.HBox([widgets.VBox(list(controls.values())), output])
+    elif isinstance(arrange, (list, tuple)):
+        columns = [widgets.VBox([controls[name] for name in column]) for column in arrange]
+        box = widgets.VBox([widgets.HBox(columns), output])
+    else:
+        raise ValueError(f"arrange must be 'row', 'side' or a list of lists of control names, got {arrange!r}")
+    box.interactive = interactive
+    return box

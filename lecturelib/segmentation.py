@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import require_int, require_pair, require_tensor
+from .plot import explorer
 from .segmentation_models import (FCN, PRETRAINED, UNet, confusion_matrix, load_pretrained,  # noqa: F401
                                   predict_masks, train_segmenter)
 
@@ -164,8 +165,6 @@ def conv_transpose_explorer(conv_transpose2d: Callable | None = None):
     Returns the ipywidgets box (display it as a cell's last expression).
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     fn = conv_transpose2d or default_conv_transpose2d()
     sliders = {
@@ -182,21 +181,10 @@ def conv_transpose_explorer(conv_transpose2d: Callable | None = None):
             sliders[name].max = change["new"] - 1
 
     sliders["input_size"].observe(follow_input_size, names="value")
-    output = widgets.Output()
 
-    def draw(input_size, kernel_size, stride, padding, row, col):
-        result = conv_transpose_footprint(fn, input_size=input_size, kernel_size=kernel_size, stride=stride,
-                                          padding=padding, pixel=(min(row, input_size - 1),
-                                                                  min(col, input_size - 1)))
-        with output:
-            output.clear_output(wait=True)
-            fig = plot_conv_transpose(result)
-            display(fig)
-            plt.close(fig)
-        return result
+    def view(input_size, kernel_size, stride, padding, row, col):
+        return conv_transpose_footprint(fn, input_size=input_size, kernel_size=kernel_size, stride=stride,
+                                        padding=padding, pixel=(min(row, input_size - 1), min(col, input_size - 1)))
 
-    controls = widgets.interactive(draw, **sliders)
-    box = widgets.VBox([widgets.HBox([widgets.VBox(list(sliders.values())[:3]),
-                                      widgets.VBox(list(sliders.values())[3:])]), output])
-    box.interactive = controls  # for tests and for the curious: .result holds the last footprint
-    return box
+    return explorer(sliders, view, plot_conv_transpose,
+                    arrange=[["input_size", "kernel_size", "stride"], ["padding", "row", "col"]])

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import describe, require_float, require_int, require_tensor
+from .plot import explorer
 from .visualization_models import Attention
 
 __all__ = [
@@ -168,28 +169,13 @@ def patch_explorer(patchify_fn: Callable | None = None, image_name: str = "cat")
     Returns the ipywidgets box; ``box.interactive.result`` is the last :func:`patch_view`.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     from .data import sample_image
     fn = _function(patchify_fn, "patchify")
     image = sample_image(image_name)
     slider = widgets.SelectionSlider(options=[8, 12, 16, 24, 32, 48, 64], value=32, description="patch size")
-    output = widgets.Output()
 
-    def draw(patch_size):
-        view = patch_view(fn, image, patch_size)
-        with output:
-            output.clear_output(wait=True)
-            fig = plot_patches(view)
-            display(fig)
-            plt.close(fig)
-        return view
-
-    controls = widgets.interactive(draw, patch_size=slider)
-    box = widgets.VBox([slider, output])
-    box.interactive = controls
-    return box
+    return explorer({"patch_size": slider}, lambda patch_size: patch_view(fn, image, patch_size), plot_patches)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -441,26 +427,14 @@ def routing_explorer(routing_fn: Callable | None = None, loss_fn: Callable | Non
     used where it ships. Returns the ipywidgets box; ``box.interactive.result`` is the last view.
     """
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     routing_fn = _function(routing_fn, "top_k_routing")
     problem = problem or routing_problem()
     sliders = {"num_experts": widgets.IntSlider(8, min=2, max=problem["router"].shape[0], description="experts"),
                "k": widgets.IntSlider(2, min=1, max=4, description="k"),
                "temperature": widgets.FloatLogSlider(1.0, base=10, min=-1, max=1, step=0.1, description="temperature")}
-    output = widgets.Output()
 
-    def draw(num_experts, k, temperature):
-        view = routing_view(routing_fn, problem, num_experts, k, temperature, loss_fn)
-        with output:
-            output.clear_output(wait=True)
-            fig = plot_routing(view)
-            display(fig)
-            plt.close(fig)
-        return view
+    def view(num_experts, k, temperature):
+        return routing_view(routing_fn, problem, num_experts, k, temperature, loss_fn)
 
-    controls = widgets.interactive(draw, **sliders)
-    box = widgets.VBox([widgets.HBox(list(sliders.values())), output])
-    box.interactive = controls
-    return box
+    return explorer(sliders, view, plot_routing)

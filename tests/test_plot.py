@@ -195,3 +195,28 @@ def test_show_filters():
         show_filters(torch.randn(6, 4, 3, 3))
     with pytest.raises(ValueError, match="normalize"):
         show_filters(torch.randn(6, 3, 3, 3), normalize="some")
+
+
+def test_explorer_recomputes_the_view_and_redraws_when_a_control_moves():
+    import ipywidgets as widgets
+
+    from lecturelib.plot import explorer
+    drawn = []
+
+    def draw(view):
+        drawn.append(view)
+        fig, ax = plt.subplots()
+        ax.plot([0, view])
+        return fig
+
+    slider = widgets.IntSlider(2, min=0, max=5)
+    open_before = plt.get_fignums()
+    box = explorer({"n": slider}, lambda n: n * 10, draw)
+    assert box.interactive.result == 20 and drawn == [20]
+    slider.value = 3
+    assert box.interactive.result == 30 and drawn == [20, 30]
+    assert plt.get_fignums() == open_before     # every figure is closed after it is shown
+    with pytest.raises(ValueError, match="arrange"):
+        explorer({"n": widgets.IntSlider()}, lambda n: n, draw, arrange="diagonal")
+    with pytest.raises(TypeError, match="controls"):
+        explorer([], lambda: 0, draw)
