@@ -21,6 +21,7 @@ from torch import nn
 
 from ._validate import describe, require_float, require_int, require_tensor
 from .data import Shapes
+from .plot import explorer
 from .visualization_models import (CLASS_NAMES, PRETRAINED, ShapesClassifier, TinyViT, accuracy,  # noqa: F401
                                    classification_data, load_pretrained, predict, train_classifier)
 
@@ -394,15 +395,6 @@ def plot_explanations(result: dict, alpha: float = 0.5, fig=None):
     return fig
 
 
-def _show(fig) -> None:
-    """Show a figure inside a widget's Output (any matplotlib backend), then close it."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    display(fig)
-    plt.close(fig)
-
-
 def explanation_widget(model: ShapesClassifier, shapes: Shapes, *, grad_cam: Callable | None = None,
                        saliency_map: Callable | None = None, occlusion_map: Callable | None = None):
     """Pick an image, a class and a layer; see Grad-CAM, saliency and occlusion side by side, with an
@@ -428,21 +420,14 @@ def explanation_widget(model: ShapesClassifier, shapes: Shapes, *, grad_cam: Cal
         controls["class_idx"].value = int(targets[change["new"]])
 
     controls["index"].observe(follow_image, names="value")
-    output = widgets.Output()
 
-    def draw(index, class_idx, layer, alpha, patch):
+    def view(index, class_idx, layer, alpha, patch):
         result = explain(model, images[index], class_idx, layer, grad_cam=grad_cam, saliency_map=saliency_map,
                          occlusion_map=occlusion_map, patch=patch, stride=max(patch // 4, 1))
-        with output:
-            output.clear_output(wait=True)
-            _show(plot_explanations(result, alpha))
-        return result
+        return {**result, "alpha": alpha}
 
-    interactive = widgets.interactive(draw, **controls)
-    box = widgets.VBox([widgets.HBox([widgets.VBox([controls["index"], controls["class_idx"], controls["layer"]]),
-                                      widgets.VBox([controls["alpha"], controls["patch"]])]), output])
-    box.interactive = interactive
-    return box
+    return explorer(controls, view, lambda result: plot_explanations(result, result["alpha"]),
+                    arrange=[["index", "class_idx", "layer"], ["alpha", "patch"]])
 
 
 def occlusion_patch_widget(model: nn.Module, image: torch.Tensor, label: int, occlusion_map: Callable):
@@ -453,29 +438,28 @@ def occlusion_patch_widget(model: nn.Module, image: torch.Tensor, label: int, oc
     from .plot import overlay_heatmap
 
     _check_fn("occlusion_map", occlusion_map)
-    output = widgets.Output()
     slider = widgets.IntSlider(16, 4, 48, step=4, description="patch")
 
-    def draw(patch):
-        with output:
-            output.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 2, figsize=(6, 3))
-            try:
-                drops = torch.as_tensor(occlusion_map(model, image[None], torch.tensor([label]), patch,
-                                                      max(patch // 4, 1))).detach()[0]
-                axes[0].imshow(drops.numpy(), cmap="coolwarm")
-                axes[0].set_title(f"score drop, {tuple(drops.shape)} positions", fontsize=9)
-                axes[1].imshow(overlay_heatmap(image, upsample_maps(drops, image.shape[-2:])[0].numpy()))
-                axes[1].set_title("overlay", fontsize=9)
-            except NotImplementedError:
-                axes[0].text(0.1, 0.5, "implement occlusion_map first", color="crimson")
-            for ax in axes:
-                ax.set_axis_off()
-            fig.tight_layout()
-            _show(fig)
-        return patch
+    def view(patch):
+        try:
+            drops = torch.as_tensor(occlusion_map(model, image[None], torch.tensor([label]), patch,
+                                                  max(patch // 4, 1))).detach()[0]
+        except NotImplementedError:
+            return {"patch": patch, "error": "implement occlusion_map first"}
+        return {"patch": patch, "drops": drops}
 
-    interactive = widgets.interactive(draw, patch=slider)
-    box = widgets.VBox([slider, output])
-    box.interactive = interactive
-    return box
+    def draw(view):
+        fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+        if "error" in view:
+            axes[0].text(0.1, 0.5, view["error"], color="crimson")
+        else:
+            axes[0].imshow(view["drops"].numpy(), cmap="coolwarm")
+            axes[0].set_title(f"score drop, {tuple(view['drops'].shape)} positions", fontsize=9)
+            axes[1].imshow(overlay_heatmap(image, upsample_maps(view["drops"], image.shape[-2:])[0].numpy()))
+            axes[1].set_title("overlay", fontsize=9)
+        for ax in axes:
+            ax.set_axis_off()
+        fig.tight_layout()
+        return fig
+
+    return explorer({"patch": slider}, view, draw)

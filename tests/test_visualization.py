@@ -294,7 +294,9 @@ def test_explanation_widget_draws(classifier, held_out):
     box.interactive.children[2].value = "block2"   # the layer dropdown
     assert "Grad-CAM (block2)" in box.interactive.result["maps"]
     patch_box = vis.occlusion_patch_widget(classifier, vis.classification_data(held_out)[0][0], 1, ref.occlusion_map)
-    assert patch_box.interactive.result == 16
+    assert patch_box.interactive.result["patch"] == 16 and patch_box.interactive.result["drops"].ndim == 2
+    patch_box.interactive.children[0].value = 32
+    assert patch_box.interactive.result["patch"] == 32
 
 
 def test_topic_modules_implement_no_graded_exercise():
