@@ -39,6 +39,7 @@ weights: install
 	$(BIN)/python scripts/train_weights.py segmentation
 	$(BIN)/python scripts/train_detection.py
 	$(BIN)/python scripts/train_detr.py
+	$(BIN)/python scripts/train_instance_segmentation.py
 	$(BIN)/python scripts/train_visualization.py
 
 # --- TA workflow (see README) ---------------------------------------------------------------

@@ -105,22 +105,37 @@ def roi_pool(features, rois, output_size, spatial_scale: float = 1.0) -> torch.T
     return out
 
 
-def _bilinear(feature: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Sample feature (C, H, W) at real positions y (P,), x (Q,) on a grid -> (C, P, Q), torchvision's rules."""
-    _, h, w = feature.shape
-    valid = (y >= -1) & (y <= h)
-    valid = valid[:, None] & ((x >= -1) & (x <= w))[None, :]
-    y, x = y.clamp(min=0), x.clamp(min=0)
-    y0 = y.floor().long().clamp(max=h - 1)
-    x0 = x.floor().long().clamp(max=w - 1)
-    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
-    y = torch.where(y0 >= h - 1, y0.to(y.dtype), y)
-    x = torch.where(x0 >= w - 1, x0.to(x.dtype), x)
-    ly, lx = (y - y0)[:, None], (x - x0)[None, :]
-    hy, hx = 1 - ly, 1 - lx
-    value = (hy * hx * feature[:, y0][:, :, x0] + hy * lx * feature[:, y0][:, :, x1]
-             + ly * hx * feature[:, y1][:, :, x0] + ly * lx * feature[:, y1][:, :, x1])
-    return value * valid
+def _roi_align_grid(features: torch.Tensor, rois: torch.Tensor, ph: int, pw: int, scale: float, sy: int, sx: int,
+                    aligned: bool) -> torch.Tensor:
+    """RoIAlign of all ``rois`` (K, 5) with sy x sx samples per bin, in one ``F.grid_sample`` -> (K, C, ph, pw).
+
+    Border padding reproduces torchvision's clamping of samples in [-1, 0) and (H - 1, H]; a validity mask its
+    zeros beyond; samples are averaged per bin.
+    """
+    n, c, h, w = features.shape
+    k = len(rois)
+    offset = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = (rois[:, i:i + 1] * scale - offset for i in range(1, 5))
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    ys = y1 + roi_h * (torch.arange(ph * sy, dtype=features.dtype) + 0.5) / (ph * sy)   # (K, ph*sy) pixel rows
+    xs = x1 + roi_w * (torch.arange(pw * sx, dtype=features.dtype) + 0.5) / (pw * sx)   # (K, pw*sx)
+    valid = (((ys >= -1) & (ys <= h))[:, :, None] & ((xs >= -1) & (xs <= w))[:, None, :]).to(features.dtype)
+    gy, gx = (ys + 0.5) / h * 2 - 1, (xs + 0.5) / w * 2 - 1                       # align_corners=False units
+    grid = torch.stack([gx[:, None, :].expand(-1, ph * sy, -1), gy[:, :, None].expand(-1, -1, pw * sx)], dim=-1)
+    # One grid_sample over the batch: image b gets the grids of its RoIs stacked (padded to the most RoIs any
+    # image has), so no feature map is copied and the backward pass accumulates in place.
+    index = rois[:, 0].long()
+    counts = torch.bincount(index, minlength=n)
+    order = torch.argsort(index, stable=True)
+    slot = torch.empty(k, dtype=torch.long)
+    slot[order] = torch.arange(k) - (torch.cumsum(counts, 0) - counts)[index[order]]
+    stacked = grid.new_zeros(n, int(counts.max()), ph * sy, pw * sx, 2)
+    stacked[index, slot] = grid
+    out = F.grid_sample(features, stacked.flatten(1, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    samples = out.unflatten(2, (-1, ph * sy)).permute(0, 2, 1, 3, 4)[index, slot] * valid[:, None]
+    return samples.reshape(k, c, ph, sy, pw, sx).mean(dim=(3, 5))
 
 
 def roi_align(features, rois, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 2,
@@ -128,29 +143,26 @@ def roi_align(features, rois, output_size, spatial_scale: float = 1.0, sampling_
     """Average bilinear samples inside each bin of each RoI: no rounding anywhere.
 
     features: (N, C, H, W); rois: (K, 5) ``(batch_index, x1, y1, x2, y2)`` or a list of (K_i, 4);
-    returns (K, C, ph, pw). Matches ``torchvision.ops.roi_align`` (differentiable in ``features``).
+    returns (K, C, ph, pw). Matches ``torchvision.ops.roi_align`` (differentiable in ``features``);
+    vectorised over RoIs unless ``sampling_ratio <= 0`` (then each RoI gets ceil(bin size) samples).
     """
     features, rois, ph, pw, scale = _check_rois(features, rois, output_size, spatial_scale)
     sampling_ratio = require_int("sampling_ratio", sampling_ratio)
     if not isinstance(aligned, bool):
         raise TypeError(f"aligned must be True or False, got {describe(aligned)}")
-    offset = 0.5 if aligned else 0.0
-    outputs = []
-    for b, *box in rois.tolist():
-        x1, y1, x2, y2 = (v * scale - offset for v in box)
-        roi_w, roi_h = x2 - x1, y2 - y1
-        if not aligned:
-            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
-        bin_h, bin_w = roi_h / ph, roi_w / pw
-        sy = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_h / ph), 1)
-        sx = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_w / pw), 1)
-        dtype = features.dtype
-        ys = y1 + (torch.arange(ph * sy, dtype=dtype) + 0.5) * (bin_h / sy)
-        xs = x1 + (torch.arange(pw * sx, dtype=dtype) + 0.5) * (bin_w / sx)
-        samples = _bilinear(features[int(b)], ys, xs)                  # (C, ph*sy, pw*sx)
-        outputs.append(samples.reshape(-1, ph, sy, pw, sx).mean(dim=(2, 4)))
-    if not outputs:
+    if len(rois) == 0:
         return features.new_zeros(0, features.shape[1], ph, pw)
+    if sampling_ratio > 0:
+        return _roi_align_grid(features, rois, ph, pw, scale, sampling_ratio, sampling_ratio, aligned)
+    outputs = []
+    for roi in rois:
+        x1, y1, x2, y2 = (float(v) * scale for v in roi[1:])
+        roi_h, roi_w = (y2 - y1, x2 - x1) if aligned else (max(y2 - y1, 1.0), max(x2 - x1, 1.0))
+        sy, sx = math.ceil(roi_h / ph), math.ceil(roi_w / pw)
+        if sy <= 0 or sx <= 0:          # an empty RoI: no samples, 0 (as torchvision)
+            outputs.append(features.new_zeros(features.shape[1], ph, pw))
+            continue
+        outputs.append(_roi_align_grid(features, roi[None], ph, pw, scale, sy, sx, aligned)[0])
     return torch.stack(outputs)
 
 

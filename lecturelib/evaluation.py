@@ -39,7 +39,7 @@ def _as_numpy(name: str, value, *, ndim: int, last: int | None = None) -> np.nda
     if value.size == 0 and last is not None:
         value = value.reshape(0, last)
     if value.ndim != ndim or (last is not None and value.shape[-1] != last):
-        want = f"(K, {last})" if last else "(K,)"
+        want = f"(K, {last})" if last else "(K, H, W)" if ndim == 3 else "(K,)"
         raise ValueError(f"{name} must have shape {want}, got {value.shape}")
     return value
 
@@ -64,22 +64,25 @@ def average_precision(recall, precision) -> float:
     return float(np.sum(steps * envelope))
 
 
-def match_detections(det_boxes, det_scores, gt_boxes, iou_threshold: float = 0.5) -> np.ndarray:
+def match_detections(det_boxes, det_scores, gt_boxes, iou_threshold: float = 0.5, *, iou_fn=None) -> np.ndarray:
     """True-positive flags of one image's detections of one class, in the order given.
 
     Detections are processed by decreasing score (stable); each takes the unmatched ground-truth box
     with the highest IoU if that IoU is >= ``iou_threshold``. Returns (K,) bool, aligned with the input.
+    ``iou_fn(det, gt) -> (K, G)`` replaces the box IoU, e.g. mask IoU with (K, H, W) masks for both.
     """
-    det_boxes = _as_numpy("det_boxes", det_boxes, ndim=2, last=4).astype(np.float64)
+    if iou_fn is None:
+        det_boxes = _as_numpy("det_boxes", det_boxes, ndim=2, last=4).astype(np.float64)
+        gt_boxes = _as_numpy("gt_boxes", gt_boxes, ndim=2, last=4).astype(np.float64)
+        iou_fn = box_iou
     det_scores = _as_numpy("det_scores", det_scores, ndim=1).astype(np.float64)
-    gt_boxes = _as_numpy("gt_boxes", gt_boxes, ndim=2, last=4).astype(np.float64)
     iou_threshold = require_float("iou_threshold", iou_threshold, minimum=0, maximum=1)
     if len(det_scores) != len(det_boxes):
         raise ValueError(f"det_scores must have one entry per box ({len(det_boxes)}), got {len(det_scores)}")
     hits = np.zeros(len(det_boxes), dtype=bool)
     if len(det_boxes) == 0 or len(gt_boxes) == 0:
         return hits
-    ious = box_iou(det_boxes, gt_boxes)
+    ious = np.asarray(iou_fn(det_boxes, gt_boxes), dtype=np.float64)
     taken = np.zeros(len(gt_boxes), dtype=bool)
     for d in np.argsort(-det_scores, kind="stable"):
         candidates = np.where(taken, -1.0, ious[d])
@@ -90,7 +93,7 @@ def match_detections(det_boxes, det_scores, gt_boxes, iou_threshold: float = 0.5
     return hits
 
 
-def _check_images(detections, targets) -> tuple[list[dict], list[dict]]:
+def _check_images(detections, targets, key: str = "boxes") -> tuple[list[dict], list[dict]]:
     if not isinstance(detections, Sequence) or not isinstance(targets, Sequence):
         raise TypeError(f"detections and targets must be lists with one dict per image, got "
                         f"{describe(detections)} and {describe(targets)}")
@@ -99,34 +102,38 @@ def _check_images(detections, targets) -> tuple[list[dict], list[dict]]:
                          f"{len(targets)}")
     dets, gts = [], []
     for i, (det, gt) in enumerate(zip(detections, targets)):
-        for name, item, keys in (("detections", det, ("boxes", "scores", "labels")),
-                                 ("targets", gt, ("boxes", "labels"))):
+        for name, item, keys in (("detections", det, (key, "scores", "labels")),
+                                 ("targets", gt, (key, "labels"))):
             if not isinstance(item, dict) or any(k not in item for k in keys):
                 raise ValueError(f"{name}[{i}] must be a dict with keys {keys}, got {describe(item)}")
-        d = {"boxes": _as_numpy(f"detections[{i}]['boxes']", det["boxes"], ndim=2, last=4),
+        shape = {"ndim": 2, "last": 4} if key == "boxes" else {"ndim": 3}
+        d = {key: _as_numpy(f"detections[{i}][{key!r}]", det[key], **shape),
              "scores": _as_numpy(f"detections[{i}]['scores']", det["scores"], ndim=1),
              "labels": _as_numpy(f"detections[{i}]['labels']", det["labels"], ndim=1)}
-        g = {"boxes": _as_numpy(f"targets[{i}]['boxes']", gt["boxes"], ndim=2, last=4),
+        g = {key: _as_numpy(f"targets[{i}][{key!r}]", gt[key], **shape),
              "labels": _as_numpy(f"targets[{i}]['labels']", gt["labels"], ndim=1)}
-        if not len(d["boxes"]) == len(d["scores"]) == len(d["labels"]):
-            raise ValueError(f"detections[{i}] must have as many boxes, scores and labels")
-        if len(g["boxes"]) != len(g["labels"]):
-            raise ValueError(f"targets[{i}] must have as many boxes as labels")
+        if not len(d[key]) == len(d["scores"]) == len(d["labels"]):
+            raise ValueError(f"detections[{i}] must have as many {key}, scores and labels")
+        if len(g[key]) != len(g["labels"]):
+            raise ValueError(f"targets[{i}] must have as many {key} as labels")
         dets.append(d)
         gts.append(g)
     return dets, gts
 
 
-def evaluate_detections(detections, targets, *, iou_threshold: float = 0.5, classes=None) -> dict:
+def evaluate_detections(detections, targets, *, iou_threshold: float = 0.5, classes=None, key: str = "boxes",
+                        iou_fn=None) -> dict:
     """Per-class AP and their mean (mAP) at one IoU threshold.
 
-    classes: the class ids to evaluate (default: every label present in the targets); a class
-    without any ground-truth box is left out of the mean.
+    detections: one dict per image with ``key`` (K, 4) xyxy boxes, "scores" (K,), "labels" (K,); targets:
+    one dict per image with ``key`` and "labels". classes: the class ids to evaluate (default: every label
+    present in the targets); a class without any ground truth is left out of the mean.
+    Masks instead of boxes: ``key="masks"`` ((K, H, W) each) and ``iou_fn`` a mask IoU.
     Returns {"map": float, "ap": {class: AP}, "num_gt": {class: count}, "precision": {class: (K,)},
     "recall": {class: (K,)}, "iou_threshold": float}. "map" is NaN when no class has ground truth.
     """
     iou_threshold = require_float("iou_threshold", iou_threshold, minimum=0, maximum=1)
-    dets, gts = _check_images(detections, targets)
+    dets, gts = _check_images(detections, targets, key)
     if classes is None:
         classes = sorted({int(c) for g in gts for c in g["labels"]})
     classes = [int(c) for c in classes]
@@ -136,10 +143,10 @@ def evaluate_detections(detections, targets, *, iou_threshold: float = 0.5, clas
         num_gt = 0
         for d, g in zip(dets, gts):
             mine = d["labels"] == c
-            truth = g["boxes"][g["labels"] == c]
+            truth = g[key][g["labels"] == c]
             num_gt += len(truth)
             scores.append(d["scores"][mine].astype(np.float64))
-            hits.append(match_detections(d["boxes"][mine], d["scores"][mine], truth, iou_threshold))
+            hits.append(match_detections(d[key][mine], d["scores"][mine], truth, iou_threshold, iou_fn=iou_fn))
         result["num_gt"][c] = num_gt
         if num_gt == 0:
             continue

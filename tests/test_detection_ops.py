@@ -61,7 +61,8 @@ def problem():
     g = torch.Generator().manual_seed(0)
     features = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
     rois = torch.tensor([[0, 1.3, 2.2, 15.7, 12.9], [1, -3.0, -2.0, 6.0, 5.0], [0, 0, 0, 21.9, 17.9],
-                         [1, 10.0, 8.0, 10.5, 8.2], [0, 18.0, 14.0, 30.0, 25.0]], dtype=torch.float64)
+                         [1, 10.0, 8.0, 10.5, 8.2], [0, 18.0, 14.0, 30.0, 25.0], [0, 4.0, 4.0, 4.0, 9.0]],
+                        dtype=torch.float64)
     return features, rois
 
 
@@ -71,7 +72,7 @@ def test_roi_align_matches_torchvision_kernel(problem, ratio, aligned):
     features, rois = problem
     got = roi_align(features, rois, (3, 4), spatial_scale=0.5, sampling_ratio=ratio, aligned=aligned)
     want = _roi_align_scalar(features, rois, 3, 4, 0.5, ratio, aligned)
-    assert got.shape == (5, 3, 3, 4)
+    assert got.shape == (6, 3, 3, 4)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
@@ -102,7 +103,7 @@ def test_list_of_boxes_equals_rois_tensor(problem):
     boxes = [rois[rois[:, 0] == b, 1:] for b in range(2)]
     ordered = torch.cat([rois[rois[:, 0] == b] for b in range(2)])
     torch.testing.assert_close(roi_align(features, boxes, 2), roi_align(features, ordered, 2))
-    assert rois_from_boxes(boxes).shape == (5, 5)
+    assert rois_from_boxes(boxes).shape == (6, 5)
 
 
 def test_roi_align_is_differentiable(problem):

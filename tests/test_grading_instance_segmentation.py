@@ -5,8 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from notebook_tools import (REPO, answers as _answers, errors, execute, replace_solution as _replace_solution,
-                            strip_markers as _strip_markers)
+from notebook_tools import REPO, run_blank_release, solved_release, submit_and_autograde
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +29,11 @@ def _release(course):
 
 
 def _variants(course) -> dict[str, nbformat.NotebookNode]:
-    answers = {k: _strip_markers(v) for k, v in _answers(nbformat.read(SOURCE, as_version=4)).items()}
-
-    def student_copy():
-        nb = nbformat.read(_release(course), as_version=4)
-        for gid, answer in answers.items():
-            _replace_solution(nb, gid, answer)
-        return nb
-
-    correct = student_copy()
-    partial = student_copy()
-    assert _ALIGN_CORNERS_FROM in answers["paste_masks"]
-    _replace_solution(partial, "mask_targets", _SNEAKY_TARGETS)
-    _replace_solution(partial, "paste_masks", answers["paste_masks"].replace(_ALIGN_CORNERS_FROM, _ALIGN_CORNERS_TO))
-    blank = nbformat.read(_release(course), as_version=4)
-    return {"inst_correct": correct, "inst_blank": blank, "inst_partial": partial}
+    partial = solved_release(_release(course), SOURCE, {"mask_targets": _SNEAKY_TARGETS},
+                             edits={"paste_masks": [(_ALIGN_CORNERS_FROM, _ALIGN_CORNERS_TO)]})
+    return {"inst_correct": solved_release(_release(course), SOURCE),
+            "inst_blank": nbformat.read(_release(course), as_version=4),
+            "inst_partial": partial}
 
 
 EXPECTED = {
@@ -77,35 +66,14 @@ def test_sneaky_targets_pass_visible_but_not_hidden():
 
 def test_blank_release_runs_clean_with_the_student_package(course):
     """Only the three test cells fail ('not implemented yet'); demos, widgets and the model cells run."""
-    student_pkg = course / "release" / "student_package"
-    probe = "import lecturelib\nprint('PACKAGE', lecturelib.__file__, lecturelib.has_reference())"
-    nb = execute(_release(course), extra_cells=[probe],
-                 env={"PYTHONPATH": str(student_pkg), "NBGRADER_EXECUTION": "autograde"})
-    graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
-    failures = errors(nb)
-    assert {i for i, _, _ in failures} == graded, failures
-    for _, ename, evalue in failures:
-        assert ename == "CheckFailed" and "not implemented yet" in evalue
-    last = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
-    assert f"PACKAGE {student_pkg}" in last and "False" in last
+    run_blank_release(_release(course), course)
 
 
 @pytest.fixture(scope="module")
 def graded(course):
-    from lecturelib import course as tool
-    for student, nb in _variants(course).items():
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / f"{NOTEBOOK}.ipynb")
-        (folder / "timestamp.txt").write_text("2026-11-27 12:00:00.000000 UTC")
-    return tool.autograde(ASSIGNMENT, students=list(EXPECTED))
+    return submit_and_autograde(course, ASSIGNMENT, _variants(course), NOTEBOOK)
 
 
-def test_autograde_scores_every_cell_exactly(graded, course):
-    assert all(graded.values()), graded
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        for student, expected in EXPECTED.items():
-            scores = {g.name: g.score for g in gb.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student).grades
-                      if g.cell_type == "code"}
-            assert {k: v for k, v in scores.items() if k in POINTS} == expected, student
+def test_autograde_scores_every_cell_exactly(graded):
+    for student, expected in EXPECTED.items():
+        assert {k: v for k, v in graded[student].items() if k in POINTS} == expected, student

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .core import Call, Case, Exercise, Mismatch, compare, expect_tensor, matches, register
-from .detr import CallableWatch, ForbiddenCallable
+from .watch import CallableWatch, ForbiddenCallable, oracles
 
 __all__ = []
 
@@ -25,8 +25,7 @@ CLIP = math.log(1000.0 / 16)
 
 
 def _oracles(*names: str) -> tuple[ForbiddenCallable, ...]:
-    """This module's own oracle functions, refused where they would answer the exercise."""
-    return tuple(ForbiddenCallable(__name__, name, f"the checker's own oracle ({name})") for name in names)
+    return oracles(__name__, *names)
 
 
 def _dtype(spec) -> torch.dtype:

@@ -15,50 +15,12 @@ composite operator that reaches the dispatcher only as ``pow``, ``mean`` and ``r
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from .core import (Call, Case, Exercise, ForbiddenOp, Mismatch, Raised, compare, expect_raises, expect_tensor,
                    matches, register)
-
-__all__ = ["TorchFunctionWatch"]
-
-
-# ------------------------------------------------------------------------------------------------
-# Refusing torch functions that never reach the dispatcher as one operator
-# ------------------------------------------------------------------------------------------------
-class _TorchFunctionRecorder(TorchFunctionMode):
-    def __init__(self, names: dict, used: list):
-        super().__init__()
-        self._names = names
-        self._used = used
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        what = self._names.get(func)
-        if what is not None and what not in self._used:
-            self._used.append(what)
-        return func(*args, **(kwargs or {}))
-
-
-@dataclasses.dataclass(frozen=True)
-class TorchFunctionWatch:
-    """An entry of ``Exercise.forbidden`` that records calls of torch-level functions.
-
-    ``functions`` holds ``(callable, what)`` pairs, e.g. ``(F.rms_norm, "F.rms_norm / nn.RMSNorm")``;
-    a torch function mode sees them under any alias and through ``nn.Module``s.
-    """
-
-    functions: tuple[tuple[object, str], ...]
-
-    @contextlib.contextmanager
-    def watch(self, used: list):
-        with _TorchFunctionRecorder(dict(self.functions), used):
-            yield used
-
+from .watch import TorchFunctionWatch
 
 _NORMS = (
     TorchFunctionWatch(((F.rms_norm, "F.rms_norm / nn.RMSNorm"), (torch.rms_norm, "torch.rms_norm"),

@@ -1,0 +1,529 @@
+"""Instance segmentation with Mask R-CNN's mask branch (lecture topic 05).
+
+Demos, a tiny Mask R-CNN-style mask predictor, mask IoU and mask AP, and the widgets of the instance
+segmentation notebook. The graded operations (``mask_targets``, ``mask_loss``, ``paste_masks``) are NOT
+here: every function that needs one takes it as an argument, so the notebook runs them with the student's
+code and scripts/tests with ``lecturelib.reference`` (see :func:`default_functions`).
+
+"Mask R-CNN adds a mask branch to any box detector": the model here crops RoIAlign features for boxes it
+is given (ground-truth boxes with jitter while training, the shipped DETR's boxes at inference) and
+predicts one M x M mask per class for each box.
+
+Coordinates: pixel (i, j) covers [j, j + 1) x [i, i + 1), its centre is (j + 0.5, i + 0.5); boxes are
+real-valued xyxy in those coordinates (``lecturelib.data``'s boxes: x2, y2 exclusive).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import describe, require_float, require_int, require_tensor
+from .data import CLASSES, NUM_CLASSES, Shapes
+from .detection import roi_align, roi_pool
+from .evaluation import evaluate_detections
+from .plot import explorer
+from .train import fit, load_pretrained_model
+
+__all__ = [
+    "default_functions", "roi_sampling_points", "touching_example",
+    "show_semantic_vs_instance", "pool_vs_align", "show_pool_vs_align", "mask_iou",
+    "evaluate_masks", "TinyMaskRCNN", "jitter_boxes", "train_mask_head", "detr_detections",
+    "predict_masks", "evaluate", "load_pretrained", "show_instance_masks", "roi_target_explorer",
+    "threshold_explorer",
+]
+
+def default_functions() -> dict:
+    """The reference implementations of the graded functions (instructor/grader copy only).
+
+    Returns {"mask_targets", "mask_loss", "paste_masks"}; raises ImportError in the student package,
+    where you pass your own functions instead.
+    """
+    from . import reference
+    return {name: getattr(reference, name) for name in ("mask_targets", "mask_loss", "paste_masks")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Where RoIAlign samples
+# ------------------------------------------------------------------------------------------------
+def roi_sampling_points(box, M: int, sampling_ratio: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Where RoIAlign (aligned=True) samples a box: x (M*s,) and y (M*s,) pixel coordinates, in the
+    half-pixel model (pixel centres at j + 0.5), ``s = sampling_ratio`` samples per bin side."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    M = require_int("M", M, minimum=1)
+    s = require_int("sampling_ratio", sampling_ratio, minimum=1)
+    steps = (np.arange(M * s) + 0.5) / (M * s)
+    return x1 + (x2 - x1) * steps, y1 + (y2 - y1) * steps
+
+
+# ------------------------------------------------------------------------------------------------
+# From semantic to instance segmentation
+# ------------------------------------------------------------------------------------------------
+def touching_example(shapes: Shapes) -> int:
+    """Index of an image where objects of one class touch, so that the semantic mask of that class has fewer
+    connected regions (4-connectivity) than there are objects of the class; of those, the one whose smallest
+    such object is largest."""
+    from scipy import ndimage
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
+    best, best_area = None, 0
+    for i in range(len(shapes)):
+        for c in np.unique(shapes.labels[i]):
+            if ndimage.label(shapes.semantic[i] == c)[1] < int((shapes.labels[i] == c).sum()):
+                area = int(shapes.instance_masks[i][shapes.labels[i] == c].sum(axis=(1, 2)).min())
+                if area > best_area:                # the clearest example: its smallest object is largest
+                    best, best_area = i, area
+    if best is not None:
+        return best
+    raise ValueError("no image has touching objects of one class; generate more images (occlusion=True)")
+
+
+def show_semantic_vs_instance(shapes: Shapes, index: int):
+    """Image | semantic mask (class per pixel) | its connected regions | instance masks (one colour each)."""
+    import matplotlib.pyplot as plt
+    from scipy import ndimage
+
+    from .plot import colorize_mask, draw_boxes
+    sample = shapes[index]
+    regions, n_regions = ndimage.label(sample.semantic > 0)
+    instances = np.zeros(sample.semantic.shape, dtype=np.int64)
+    for k, mask in enumerate(sample.instance_masks, 1):
+        instances[mask] = k
+    palette = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 4, figsize=(11, 3.1))
+    axes[0].imshow(sample.image)
+    draw_boxes(axes[0], sample.boxes, sample.labels)
+    axes[0].set_title(f"image: {len(sample.labels)} objects")
+    axes[1].imshow(colorize_mask(sample.semantic))
+    axes[1].set_title("semantic: class per pixel")
+    axes[2].imshow(np.where(regions[..., None] > 0, palette((regions - 1) % 10)[..., :3], 0.15))
+    axes[2].set_title(f"connected regions: {n_regions}")
+    axes[3].imshow(np.where(instances[..., None] > 0, palette((instances - 1) % 10)[..., :3], 0.15))
+    axes[3].set_title(f"instances: {len(sample.labels)}")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# RoIPool vs RoIAlign on a mask
+# ------------------------------------------------------------------------------------------------
+def pool_vs_align(mask, box, stride: int = 4, M: int = 14) -> dict:
+    """Crop a mask's box from a stride-``stride`` feature map with RoIPool and RoIAlign.
+
+    mask: (H, W) bool, box: (4,) xyxy pixels. The "feature map" is the mask averaged over stride x stride
+    cells (what a backbone of that stride sees). Returns {"truth": (M, M) the crop at full resolution
+    (RoIAlign on the mask itself), "pool", "align": (M, M) crops from the feature map, "iou_pool",
+    "iou_align": IoU of each thresholded crop with the thresholded truth, "feature": (H/s, W/s)}.
+    """
+    mask = torch.as_tensor(np.asarray(mask), dtype=torch.float32)
+    stride = require_int("stride", stride, minimum=1)
+    M = require_int("M", M, minimum=1)
+    rois = torch.tensor([[0.0, *[float(v) for v in box]]])
+    feature = F.avg_pool2d(mask[None, None], stride, ceil_mode=True)
+    truth = roi_align(mask[None, None], rois, (M, M), 1.0, 2, True)[0, 0]
+    pooled = roi_pool(feature, rois, (M, M), 1.0 / stride)[0, 0]
+    aligned = roi_align(feature, rois, (M, M), 1.0 / stride, 2, True)[0, 0]
+
+    def iou(a, b):
+        a, b = a >= 0.5, b >= 0.5
+        return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
+    return {"truth": truth.numpy(), "pool": pooled.numpy(), "align": aligned.numpy(), "feature": feature[0, 0].numpy(),
+            "iou_pool": iou(pooled, truth), "iou_align": iou(aligned, truth), "stride": stride, "box": list(box)}
+
+
+def show_pool_vs_align(view: dict, image=None):
+    """The box on the image and on the coarse feature map, and the three M x M crops with their IoU."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    x1, y1, x2, y2 = view["box"]
+    s = view["stride"]
+    fig, axes = plt.subplots(1, 5, figsize=(13, 3.3))
+    if image is not None:
+        axes[0].imshow(image, extent=(0, image.shape[1], image.shape[0], 0))
+    axes[0].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", lw=1.5))
+    axes[0].set_title("box on the image")
+    feat = view["feature"]
+    axes[1].imshow(feat, cmap="gray", extent=(0, feat.shape[1] * s, feat.shape[0] * s, 0))
+    axes[1].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="tab:orange", lw=1.5))
+    rx1, ry1, rx2, ry2 = (round(v / s) * s for v in (x1, y1, x2, y2))
+    axes[1].add_patch(Rectangle((rx1, ry1), rx2 - rx1 + s, ry2 - ry1 + s, fill=False, edgecolor="tab:red", lw=1.2,
+                                linestyle="--"))
+    axes[1].set_title(f"feature map (stride {s})\norange: box, red: RoIPool's cells", fontsize=9)
+    for ax, key, title in ((axes[2], "truth", "full-resolution crop"),
+                           (axes[3], "pool", f"RoIPool: IoU {view['iou_pool']:.2f}"),
+                           (axes[4], "align", f"RoIAlign: IoU {view['iou_align']:.2f}")):
+        ax.imshow(view[key], cmap="gray", vmin=0, vmax=1)
+        if key != "truth":
+            ax.contour(view["truth"] >= 0.5, levels=[0.5], colors="tab:orange", linewidths=1.2)
+        ax.set_title(title, fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Mask IoU and mask AP
+# ------------------------------------------------------------------------------------------------
+def _as_masks(name: str, masks) -> torch.Tensor:
+    if isinstance(masks, np.ndarray):
+        masks = torch.from_numpy(masks)
+    masks = require_tensor(name, masks, ndim=3)
+    return masks.bool()
+
+
+def mask_iou(masks1, masks2) -> torch.Tensor:
+    """IoU of every pair of binary masks: (N, H, W) and (M, H, W) -> (N, M) float64; 0 when both are empty."""
+    a, b = _as_masks("masks1", masks1), _as_masks("masks2", masks2)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"masks1 and masks2 must have the same image size, got {tuple(a.shape[1:])} and "
+                         f"{tuple(b.shape[1:])}")
+    fa, fb = a.flatten(1).double(), b.flatten(1).double()
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+
+
+def evaluate_masks(predictions: list, targets: list, iou_threshold: float = 0.5, classes=None) -> dict:
+    """Mask AP: ``lecturelib.evaluation``'s protocol (per class, greedy matching by score, all-point AP)
+    with mask IoU instead of box IoU.
+
+    predictions: one dict per image with "masks" (K, H, W) bool, "scores" (K,), "labels" (K,);
+    targets: one dict per image with "masks" (G, H, W) bool and "labels" (G,).
+    Returns {"map", "ap": {class: AP}, "num_gt": {class: count}, ...} as ``evaluate_detections``.
+    """
+    return evaluate_detections(predictions, targets, iou_threshold=iou_threshold, classes=classes, key="masks",
+                               iou_fn=mask_iou)
+
+
+# ------------------------------------------------------------------------------------------------
+# The tiny Mask R-CNN-style mask predictor
+# ------------------------------------------------------------------------------------------------
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class TinyMaskRCNN(nn.Module):
+    """Backbone (stride 2) + RoIAlign + Mask R-CNN's FCN mask head, for boxes given from outside.
+
+    backbone: 4 conv-BN-ReLU layers (the first with stride 2 and width / 2, the last dilated) turn a
+    (3, 64, 64) image into a (width, 32, 32) feature map; RoIAlign crops ``roi_size`` x ``roi_size`` per
+    box (2 x 2 samples per bin, aligned); the head is 3 convs 3x3 + ReLU, a 2x2 stride-2 transposed conv
+    + ReLU and a 1x1 conv to ``num_classes`` mask logits of M x M (M = 2 * roi_size), one per class.
+    Mask R-CNN crops 14 x 14 and predicts 28 x 28; objects here are at most 40 pixels wide, so 8 -> 16.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 48, head_width: int = 32, roi_size: int = 8):
+        super().__init__()
+        self.config = {"num_classes": num_classes, "width": width, "head_width": head_width, "roi_size": roi_size}
+        self.stride = 2
+        self.backbone = nn.Sequential(_conv_bn_relu(3, width // 2, stride=2), _conv_bn_relu(width // 2, width),
+                                      _conv_bn_relu(width, width), _conv_bn_relu(width, width, dilation=2))
+        layers, c = [], width
+        for _ in range(3):
+            layers += [nn.Conv2d(c, head_width, 3, padding=1), nn.ReLU(inplace=True)]
+            c = head_width
+        layers += [nn.ConvTranspose2d(head_width, head_width, 2, stride=2), nn.ReLU(inplace=True),
+                   nn.Conv2d(head_width, num_classes, 1)]
+        self.mask_head = nn.Sequential(*layers)
+
+    @property
+    def mask_size(self) -> int:
+        return 2 * self.config["roi_size"]
+
+    def forward(self, images: torch.Tensor, boxes) -> torch.Tensor:
+        """images: (N, 3, H, W); boxes: list of N (K_i, 4) xyxy pixel boxes (or (K, 5) RoIs).
+        Returns mask logits (sum K_i, num_classes, M, M), RoIs in the order given."""
+        features = self.backbone(images)
+        crops = roi_align(features, boxes, self.config["roi_size"], 1.0 / self.stride, 2)
+        return self.mask_head(crops)
+
+
+def jitter_boxes(boxes: torch.Tensor, generator: torch.Generator, amount: float = 0.1,
+                 image_size: int | None = None) -> torch.Tensor:
+    """Perturb xyxy boxes like a detector's imprecise boxes: each side moves by N(0, amount * box size)."""
+    boxes = require_tensor("boxes", boxes, shape=(None, 4), floating=True)
+    size = torch.cat([boxes[:, 2:] - boxes[:, :2]] * 2, dim=1)
+    moved = boxes + torch.randn(boxes.shape, generator=generator) * amount * size
+    x1, y1 = torch.minimum(moved[:, 0], moved[:, 2] - 2), torch.minimum(moved[:, 1], moved[:, 3] - 2)
+    moved = torch.stack([x1, y1, moved[:, 2], moved[:, 3]], dim=1)
+    if image_size is not None:
+        moved = moved.clamp(0, image_size)
+        moved[:, 2:] = torch.maximum(moved[:, 2:], moved[:, :2] + 1)
+    return moved
+
+
+class _MaskDataset(torch.utils.data.Dataset):
+    """(image, {"masks", "labels", "boxes"}) for every image of a Shapes."""
+
+    def __init__(self, shapes: Shapes):
+        self.shapes = shapes
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, i):
+        s = self.shapes
+        image = torch.from_numpy(s.images[i]).permute(2, 0, 1).float().div_(255)
+        return image, {"masks": torch.from_numpy(s.instance_masks[i]), "labels": torch.from_numpy(s.labels[i]),
+                       "boxes": torch.from_numpy(s.boxes[i])}
+
+
+class _Jittered(nn.Module):
+    """Wraps the model for ``fit``: draws jittered copies of each ground-truth box as the RoIs of a batch."""
+
+    def __init__(self, model: TinyMaskRCNN, copies: int, amount: float, seed: int):
+        super().__init__()
+        self.model, self.copies, self.amount = model, copies, amount
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, batch):
+        images, targets = batch
+        boxes, matched = [], []
+        for t in targets:
+            g = len(t["boxes"])
+            idx = torch.arange(g).repeat(self.copies)
+            boxes.append(jitter_boxes(t["boxes"][idx], self.generator, self.amount, images.shape[-1]))
+            matched.append(idx)
+        return {"logits": self.model(images, boxes), "boxes": boxes, "matched": matched}
+
+
+def _mask_collate(batch):
+    images = torch.stack([image for image, _ in batch])
+    targets = [t for _, t in batch]
+    return (images, targets), targets
+
+
+def train_mask_head(model: TinyMaskRCNN, train: Shapes, *, mask_targets_fn: Callable, mask_loss_fn: Callable,
+                    epochs: int, lr: float = 3e-3, batch_size: int = 32, copies: int = 2, jitter: float = 0.08,
+                    seed: int = 0, progress: bool = True) -> list[float]:
+    """Train the model on jittered ground-truth boxes; returns the mean training loss of each epoch.
+
+    Each ground-truth box gives ``copies`` RoIs, each side moved by N(0, ``jitter`` * box size); each RoI's
+    target is ``mask_targets_fn(gt_masks, rois, matched_idx, M)`` of its image and the loss is
+    ``mask_loss_fn(logits, labels, targets)`` (yours or the reference). AdamW, one-cycle schedule.
+    """
+    if not isinstance(model, TinyMaskRCNN):
+        raise TypeError(f"model must be a TinyMaskRCNN, got {describe(model)}")
+    if not isinstance(train, Shapes):
+        raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
+    for name, fn in (("mask_targets_fn", mask_targets_fn), ("mask_loss_fn", mask_loss_fn)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be a function, got {describe(fn)}")
+    seed = require_int("seed", seed, minimum=0)
+    batch_size = require_int("batch_size", batch_size, minimum=1)
+    loader = torch.utils.data.DataLoader(_MaskDataset(train), batch_size=batch_size, shuffle=True,
+                                         drop_last=len(train) > batch_size, collate_fn=_mask_collate,
+                                         generator=torch.Generator().manual_seed(seed))
+    M = model.mask_size
+
+    def loss_fn(out, targets):
+        with torch.no_grad():
+            goal = torch.cat([mask_targets_fn(t["masks"], b, m, M).float()
+                              for t, b, m in zip(targets, out["boxes"], out["matched"])])
+        labels = torch.cat([t["labels"][m] for t, m in zip(targets, out["matched"])])
+        return mask_loss_fn(out["logits"], labels, goal)
+    copies = require_int("copies", copies, minimum=1)
+    wrapped = _Jittered(model, copies, require_float("jitter", jitter, minimum=0), seed)
+    return fit(wrapped, loader, loss_fn, epochs=epochs, lr=lr, progress=progress)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference with the shipped DETR's boxes, evaluation
+# ------------------------------------------------------------------------------------------------
+def detr_detections(shapes: Shapes, detector=None) -> list[dict]:
+    """Boxes, scores and labels of the shipped DETR (``lecturelib.detr``) for each image: all its queries,
+    as DETR is evaluated (no threshold, no NMS). Each dict: "boxes" (Q, 4), "scores" (Q,), "labels" (Q,),
+    "keep" (Q,) bool: the query's most likely class is an object."""
+    from . import detr
+    detector = detector if detector is not None else detr.load_pretrained()
+    out = detr.predict(detector, shapes)
+    for p in out:
+        b = p["boxes"].clamp(0, shapes.size)
+        b[:, 2:] = torch.maximum(b[:, 2:], b[:, :2] + 0.5)
+        p["boxes"] = b
+    return [{k: p[k] for k in ("boxes", "scores", "labels", "keep")} for p in out]
+
+
+@torch.no_grad()
+def predict_masks(model: TinyMaskRCNN, images, detections: list, paste_fn: Callable,
+                  threshold: float = 0.5) -> list[dict]:
+    """Masks for given detections: the mask head's channel of each detection's class, sigmoid, then
+    ``paste_fn(probs, boxes, (H, W), threshold)`` (yours or the reference) into the full image.
+
+    images: (N, 3, H, W) float or a Shapes; detections: one dict per image with "boxes", "scores", "labels".
+    Returns one dict per image: the detection's keys plus "probs" (K, M, M) and "masks" (K, H, W) bool.
+    """
+    if not isinstance(model, TinyMaskRCNN):
+        raise TypeError(f"model must be a TinyMaskRCNN, got {describe(model)}")
+    if not callable(paste_fn):
+        raise TypeError(f"paste_fn must be a function, got {describe(paste_fn)}")
+    x = images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4, floating=True)
+    if len(detections) != len(x):
+        raise ValueError(f"detections must have one dict per image ({len(x)}), got {len(detections)}")
+    was_training = model.training
+    model.eval()
+    try:
+        boxes = [d["boxes"].float() for d in detections]
+        logits = model(x, boxes)
+    finally:
+        model.train(was_training)
+    labels = torch.cat([torch.as_tensor(d["labels"]).long() for d in detections])
+    probs = logits[torch.arange(len(labels)), labels].sigmoid()
+    out, start = [], 0
+    for d, b in zip(detections, boxes):
+        p = probs[start:start + len(b)]
+        start += len(b)
+        masks = paste_fn(p, b, tuple(x.shape[-2:]), threshold)
+        out.append({**d, "probs": p, "masks": torch.as_tensor(masks).bool()})
+    return out
+
+
+def evaluate(model: TinyMaskRCNN, shapes: Shapes, paste_fn: Callable, detections: list | None = None,
+             iou_threshold: float = 0.5) -> dict:
+    """Mask AP and box AP at ``iou_threshold`` of the model with DETR's boxes on held-out shapes.
+
+    Returns {"mask_map", "box_map", "mask_ap" (per class), "images", "predictions"}.
+    """
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
+    detections = detections if detections is not None else detr_detections(shapes)
+    predictions = predict_masks(model, shapes, detections, paste_fn)
+    classes = range(1, len(CLASSES))
+    targets = [{"masks": shapes.instance_masks[i], "labels": shapes.labels[i], "boxes": shapes.boxes[i]}
+               for i in range(len(shapes))]
+    masks = evaluate_masks(predictions, targets, iou_threshold, classes=classes)
+    boxes = evaluate_detections(predictions, targets, iou_threshold=iou_threshold, classes=classes)
+    return {"mask_map": masks["map"], "box_map": boxes["map"], "mask_ap": masks["ap"], "images": len(shapes),
+            "predictions": predictions}
+
+
+def load_pretrained(name: str = "maskrcnn_shapes") -> TinyMaskRCNN:
+    """The shipped TinyMaskRCNN (eval mode, CPU), trained by ``python scripts/train_instance_segmentation.py``.
+
+    ``model.metadata`` holds how it was made (command, seed, epochs, held-out mask AP@0.5...).
+    """
+    return load_pretrained_model(name, {"maskrcnn_shapes": TinyMaskRCNN},
+                                 "python scripts/train_instance_segmentation.py")
+
+
+# ------------------------------------------------------------------------------------------------
+# Drawing and widgets
+# ------------------------------------------------------------------------------------------------
+def _instance_overlay(image: np.ndarray, masks, labels) -> np.ndarray:
+    from .plot import class_color
+    shown = image.astype(np.float32) / 255
+    for mask, label in zip(np.asarray(masks, dtype=bool), np.asarray(labels)):
+        color = np.array(class_color(int(label)))
+        shown[mask] = 0.45 * shown[mask] + 0.55 * color
+    return shown
+
+
+def show_instance_masks(shapes: Shapes, predictions: list, max_images: int = 6, only_kept: bool = True):
+    """Ground-truth instance masks (top row) and predicted ones (bottom row, with boxes and scores)."""
+    import matplotlib.pyplot as plt
+
+    from .plot import draw_boxes
+    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
+    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.4), squeeze=False)
+    for i in range(n):
+        p = predictions[i]
+        keep = p["keep"].numpy() if (only_kept and "keep" in p) else np.ones(len(p["labels"]), dtype=bool)
+        axes[0, i].imshow(_instance_overlay(shapes.images[i], shapes.instance_masks[i], shapes.labels[i]))
+        axes[1, i].imshow(_instance_overlay(shapes.images[i], p["masks"].numpy()[keep], p["labels"].numpy()[keep]))
+        draw_boxes(axes[1, i], p["boxes"].numpy()[keep], p["labels"].numpy()[keep], p["scores"].numpy()[keep],
+                   linewidth=1.0, fontsize=6)
+        axes[0, i].set_title(f"{len(shapes.labels[i])} objects", fontsize=8)
+        axes[1, i].set_title(f"{int(keep.sum())} masks", fontsize=8)
+        for ax in axes[:, i]:
+            ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def roi_target_explorer(mask_targets_fn: Callable | None = None, shapes: Shapes | None = None, index: int = 0,
+                        M: int = 14):
+    """Move and resize a RoI over a shape with sliders: the image with the box and RoIAlign's sampling
+    points (2 x 2 per bin), and ``mask_targets_fn``'s M x M target for it (yours; default: the reference
+    where it ships). Returns the ipywidgets box; ``box.interactive.result`` is the last target."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .data import make_shapes
+    mask_targets_fn = mask_targets_fn or default_functions()["mask_targets"]
+    shapes = shapes if shapes is not None else make_shapes(1, seed=7, min_objects=1, max_objects=1,
+                                                           background="plain", occlusion=False)
+    sample = shapes[index]
+    x1, y1, x2, y2 = (float(v) for v in sample.boxes[0])
+    size = shapes.size
+    sliders = {"x1": widgets.FloatSlider(x1, min=0, max=size - 2, step=0.25, description="x1"),
+               "y1": widgets.FloatSlider(y1, min=0, max=size - 2, step=0.25, description="y1"),
+               "width": widgets.FloatSlider(x2 - x1, min=2, max=size, step=0.25, description="width"),
+               "height": widgets.FloatSlider(y2 - y1, min=2, max=size, step=0.25, description="height"),
+               "M": widgets.IntSlider(M, min=2, max=28, description="M")}
+
+    def view(x1, y1, width, height, M):
+        box = torch.tensor([[x1, y1, x1 + width, y1 + height]], dtype=torch.float32)
+        gt = torch.from_numpy(sample.instance_masks[:1])
+        try:
+            target = torch.as_tensor(mask_targets_fn(gt, box, torch.zeros(1, dtype=torch.int64), M))[0].float().numpy()
+        except NotImplementedError:
+            return {"box": box[0].tolist(), "M": M, "target": np.zeros((M, M)), "error": "implement mask_targets above"}
+        return {"box": box[0].tolist(), "M": M, "target": target}
+
+    def draw(view):
+        (x1, y1, x2, y2), M = view["box"], view["M"]
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
+        axes[0].imshow(sample.image, extent=(0, size, size, 0))
+        axes[0].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", lw=1.5))
+        xs, ys = roi_sampling_points(view["box"], M)
+        gx, gy = np.meshgrid(xs, ys)
+        axes[0].plot(gx.ravel(), gy.ravel(), ".", ms=1.5, color="tab:orange")
+        axes[0].set_title(f"RoI and its {2 * M} x {2 * M} RoIAlign samples", fontsize=9)
+        axes[1].imshow(view["target"], cmap="gray", vmin=0, vmax=1)
+        axes[1].set_title(view.get("error") or f"your mask_targets: {M} x {M}", fontsize=9)
+        for ax in axes:
+            ax.set_axis_off()
+        fig.tight_layout()
+        return fig
+
+    return explorer(sliders, view, draw, arrange=[["x1", "y1", "M"], ["width", "height"]])
+
+
+def threshold_explorer(shapes: Shapes, predictions: list, paste_fn: Callable | None = None, max_images: int = 4):
+    """A slider for the mask threshold: re-pastes the model's mask probabilities with ``paste_fn`` (yours;
+    default: the reference where it ships) and redraws the masks of the kept detections."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    paste_fn = paste_fn or default_functions()["paste_masks"]
+    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
+    slider = widgets.FloatSlider(0.5, min=0.05, max=0.95, step=0.05, description="threshold")
+
+    def view(threshold):
+        pasted = []
+        for p in predictions[:n]:
+            keep = p["keep"]
+            pasted.append(torch.as_tensor(paste_fn(p["probs"][keep], p["boxes"][keep], (shapes.size, shapes.size),
+                                                   threshold)).bool())
+        return pasted
+
+    def draw(pasted):
+        fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+        for i, masks in enumerate(pasted):
+            keep = predictions[i]["keep"]
+            axes[0, i].imshow(_instance_overlay(shapes.images[i], masks.numpy(), predictions[i]["labels"][keep].numpy()))
+            axes[0, i].set_title("areas " + ", ".join(str(a) for a in masks.sum((1, 2)).tolist()), fontsize=7)
+            axes[0, i].set_axis_off()
+        fig.tight_layout()
+        return fig
+
+    return explorer({"threshold": slider}, view, draw)
