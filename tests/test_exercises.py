@@ -59,3 +59,21 @@ def test_every_exercise_is_graded_once_with_both_suites():
         notebook, suites = cells[0]
         assert suites == {"visible", "hidden"}, name
         assert notebook == EXERCISES[name].topic, (name, notebook)
+
+
+def test_no_graded_function_is_implemented_where_students_can_read_it():
+    """The student package leaves out reference/, hidden/, grading/ and course.py; nothing else in it may define
+    a graded function (under its own name) or import the references when it loads."""
+    import ast
+    from pathlib import Path
+
+    package = Path(importlib.import_module("lecturelib").__file__).parent
+    grader_only = {"reference", "hidden", "grading", "course.py"}
+    for path in package.rglob("*.py"):
+        if grader_only & set(path.relative_to(package).parts):
+            continue
+        tree = ast.parse(path.read_text())
+        defined = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        assert not defined & set(EXERCISES), (path.name, defined & set(EXERCISES))
+        top_level = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in top_level if n.module and "reference" in n.module.split(".")], path.name
