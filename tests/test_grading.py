@@ -52,14 +52,22 @@ def test_release_has_no_solutions_hidden_tests_or_reference(course):
         body = released.read_text()
         assert "BEGIN SOLUTION" not in body and "BEGIN HIDDEN TESTS" not in body
         assert 'suite=\\"hidden\\"' not in body and "suite='hidden'" not in body
-        assert "raise NotImplementedError()" in body
+        # Every solution cell of the source is a stub in the release, and nothing else.
+        solutions = [c for c in nbformat.read(source, as_version=4).cells
+                     if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
+        stubs = [c for c in nbformat.reads(body, as_version=4).cells
+                 if c.metadata.get("nbgrader", {}).get("solution")]
+        assert len(stubs) == len(solutions) > 0, source.name
+        assert all("raise NotImplementedError()" in c.source for c in stubs), source.name
         for line in _solution_lines(nbformat.read(source, as_version=4)):
             assert line not in body, line
         assert "lecturelib.reference" not in body
     package = course / "release" / "student_package" / "lecturelib"
     assert (package / "checks" / "core.py").exists()
     assert not (package / "reference").exists() and not (package / "hidden").exists()
-    assert not (package / "course.py").exists()
+    assert not (package / "course.py").exists() and not (package / "grading").exists()
+    shipped = {p.name for p in (REPO / "lecturelib" / "weights").glob("*.pt")}
+    assert shipped and {p.name for p in (package / "weights").glob("*.pt")} == shipped
     for path in package.rglob("*.py"):
         assert "BEGIN SOLUTION" not in path.read_text()
 

@@ -41,18 +41,6 @@ EXPECTED = {
 }
 
 
-def test_release_strips_solutions_and_hidden_tests(course):
-    body = _release(course).read_text()
-    assert "BEGIN SOLUTION" not in body and "BEGIN HIDDEN TESTS" not in body
-    stubs = [c for c in nbformat.reads(body, as_version=4).cells
-             if c.cell_type == "code" and "raise NotImplementedError()" in c.source]
-    assert len(stubs) == 5
-    assert "suite=\\\"hidden\\\"" not in body and "lecturelib.reference" not in body
-    student_pkg = course / "release" / "student_package" / "lecturelib"
-    assert (student_pkg / "weights" / "detector_shapes.pt").exists()
-    assert not (student_pkg / "reference").exists() and not (student_pkg / "hidden").exists()
-
-
 def test_blank_release_runs_clean_with_the_student_package(course):
     """Only the five test cells fail ('not implemented yet'); demos and widgets say what to implement."""
     run_blank_release(_release(course), course)

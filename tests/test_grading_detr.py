@@ -48,15 +48,6 @@ EXPECTED = {
 }
 
 
-def test_release_strips_solutions_and_hidden_tests(course):
-    body = _release(course).read_text()
-    assert "BEGIN SOLUTION" not in body and "BEGIN HIDDEN TESTS" not in body
-    stubs = [c for c in nbformat.reads(body, as_version=4).cells
-             if c.cell_type == "code" and "raise NotImplementedError()" in c.source]
-    assert len(stubs) == 4
-    assert "suite=\\\"hidden\\\"" not in body and "lecturelib.reference" not in body
-
-
 def test_sneaky_submission_passes_visible_but_not_hidden(course):
     nb = _variants(course)["detr_sneaky"]
     namespace: dict = {}
