@@ -43,7 +43,7 @@ from .data import CLASSES, Shapes, detection_collate, image_batch
 from .plot import explorer
 from .detection_models import TinyDetector
 from .evaluation import evaluate_detections
-from .train import fit, load_pretrained_model
+from .train import eval_mode, fit, load_pretrained_model
 
 __all__ = ["roi_align", "roi_pool", "rois_from_boxes",
            "GRADED", "DETECTOR_ANCHORS", "BOX_WEIGHTS", "default_functions", "TinyDetector",
@@ -293,10 +293,8 @@ def raw_detections(model: nn.Module, images, decode_fn: Callable, *, anchors: to
     anchors = model.anchors if anchors is None else require_tensor("anchors", anchors, shape=(None, 4), floating=True)
     x = image_batch(images)
     size = x.shape[-1]
-    was_training = model.training
-    model.eval()
     results = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(x), require_int("batch_size", batch_size, minimum=1)):
             out = model(x[start:start + batch_size])
             objectness = out["objectness"].sigmoid()
@@ -305,8 +303,6 @@ def raw_detections(model: nn.Module, images, decode_fn: Callable, *, anchors: to
                 boxes = torch.as_tensor(decode_fn(anchors, out["deltas"][i], weights))
                 results.append({"boxes": boxes.clamp(0, size), "scores": objectness[i] * class_prob[i],
                                 "labels": labels[i] + 1})
-    finally:
-        model.train(was_training)
     return results
 
 

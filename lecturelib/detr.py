@@ -26,7 +26,7 @@ from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
 from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
 from .plot import explorer
 from .evaluation import evaluate_detections
-from .train import fit, load_pretrained_model
+from .train import eval_mode, fit, load_pretrained_model
 
 __all__ = [
     "NO_OBJECT", "DEFAULT_WEIGHTS", "TinyDETR", "detr_targets", "DetrDataset", "detr_collate",
@@ -380,10 +380,8 @@ def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
     x = image_batch(images)
     size = x.shape[-1]
-    was_training = model.training
-    model.eval()
     results = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(x), require_int("batch_size", batch_size, minimum=1)):
             out = model(x[start:start + batch_size])
             probs = out["pred_logits"].softmax(-1)
@@ -393,8 +391,6 @@ def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
                 results.append({"boxes": denormalize_boxes(out["pred_boxes"][i], size), "scores": scores[i],
                                 "labels": labels[i] + 1, "keep": keep[i], "probs": probs[i],
                                 "cxcywh": out["pred_boxes"][i]})
-    finally:
-        model.train(was_training)
     return results
 
 

@@ -26,7 +26,7 @@ from .data import CLASSES, NUM_CLASSES, Shapes
 from .detection import roi_align, roi_pool
 from .evaluation import evaluate_detections
 from .plot import explorer
-from .train import fit, load_pretrained_model
+from .train import eval_mode, fit, load_pretrained_model
 
 __all__ = [
     "default_functions", "roi_sampling_points", "touching_example",
@@ -368,13 +368,9 @@ def predict_masks(model: TinyMaskRCNN, images, detections: list, paste_fn: Calla
     x = images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4, floating=True)
     if len(detections) != len(x):
         raise ValueError(f"detections must have one dict per image ({len(x)}), got {len(detections)}")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         boxes = [d["boxes"].float() for d in detections]
         logits = model(x, boxes)
-    finally:
-        model.train(was_training)
     labels = torch.cat([torch.as_tensor(d["labels"]).long() for d in detections])
     probs = logits[torch.arange(len(labels)), labels].sigmoid()
     out, start = [], 0

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ._validate import describe, require_array, require_float, require_int, require_tensor
 from .data import NUM_CLASSES, Shapes, ShapesDataset, image_batch
-from .train import WEIGHTS_DIR, fit, load_pretrained_model
+from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model
 
 __all__ = [
     "FCN",
@@ -188,13 +188,9 @@ def predict_masks(model: nn.Module, images, batch_size: int = 256) -> torch.Tens
     batch_size = require_int("batch_size", batch_size, minimum=1)
     x = image_batch(images)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         preds = [model(x[i:i + batch_size].to(device)).argmax(1).cpu()
                  for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(preds) if preds else torch.zeros((0,) + tuple(x.shape[2:]), dtype=torch.long)
 
 

@@ -9,6 +9,7 @@ Nothing here changes global settings such as ``torch.set_num_threads``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable
@@ -29,6 +30,7 @@ __all__ = [
     "load_weights",
     "read_metadata",
     "load_pretrained_model",
+    "eval_mode",
     "WEIGHTS_DIR",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -172,6 +174,19 @@ def _print(bar, message: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode (BatchNorm statistics, no dropout); its mode is restored after."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def load_pretrained_model(name: str, architectures: dict[str, Callable[..., nn.Module]], script: str) -> nn.Module:

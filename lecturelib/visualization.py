@@ -22,6 +22,7 @@ from torch import nn
 from ._validate import describe, require_float, require_int, require_tensor
 from .data import Shapes
 from .plot import explorer
+from .train import eval_mode
 from .visualization_models import (CLASS_NAMES, PRETRAINED, ShapesClassifier, TinyViT, accuracy,  # noqa: F401
                                    classification_data, load_pretrained, predict, train_classifier)
 
@@ -192,15 +193,11 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, labels) -> torch.Ten
     _check_model(model)
     require_tensor("images", images, ndim=4, floating=True)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(len(images))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with guided_relus(model), torch.enable_grad():
             x = images.detach().clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(model(x).gather(1, labels[:, None]).sum(), x)
         return grad
-    finally:
-        model.train(was_training)
 
 
 def guided_grad_cam(model: nn.Module, target_layer: nn.Module, images: torch.Tensor, labels,
@@ -298,12 +295,8 @@ def _attentions(vit: TinyViT, images: torch.Tensor) -> list[torch.Tensor]:
     """Each block's attention (N, heads, T, T), computed in eval mode; the model's mode is restored."""
     if not isinstance(vit, TinyViT):
         raise TypeError(f"vit must be a TinyViT, got {describe(vit)}")
-    was_training = vit.training
-    vit.eval()
-    try:
+    with eval_mode(vit):
         return vit(images, return_attention=True)[1]
-    finally:
-        vit.train(was_training)
 
 
 @torch.no_grad()

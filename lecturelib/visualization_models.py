@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from ._validate import describe, require_float, require_int, require_tensor
 from .data import CLASSES, Shapes
-from .train import WEIGHTS_DIR, fit, load_pretrained_model
+from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model
 
 __all__ = [
     "CLASS_NAMES",
@@ -244,12 +244,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
     _check_images("images", images)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def accuracy(model: nn.Module, shapes: Shapes) -> float:

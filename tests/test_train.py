@@ -188,3 +188,21 @@ def test_load_pretrained_model_names_the_problem(monkeypatch, tmp_path):
     train.save_weights(layer, tmp_path / "m.pt", seed=4)
     loaded = train.load_pretrained_model("m", {"m": nn.Linear}, "make weights")
     assert torch.equal(loaded.weight, layer.weight) and loaded.metadata["seed"] == 4 and not loaded.training
+
+
+def test_eval_mode_restores_the_mode_even_after_an_error():
+    from lecturelib.train import eval_mode
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+    with eval_mode(model):
+        assert not model.training and not model[1].training
+    assert model.training and model[1].training
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training
+    frozen = model.eval()
+    with eval_mode(frozen):
+        pass
+    assert not frozen.training
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        with eval_mode("model"):
+            pass
