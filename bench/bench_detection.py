@@ -50,7 +50,7 @@ def _boxes(n: int, seed: int = 0):
 
 def run() -> None:
     from lecturelib import data, detection
-    from lecturelib.reference import generate_anchors, nms
+    from lecturelib.reference import decode_boxes, generate_anchors, nms
 
     emit("== Detection: box deltas, anchors, NMS, RoI Align, a tiny anchor-based detector ==")
     bench_notebook(REPO / "notebooks" / "03_detection" / "detection.ipynb", 30)
@@ -78,13 +78,12 @@ def run() -> None:
 
     held_out = data.make_shapes(1000, seed=1, occlusion=False)
     model = detection.load_pretrained()
-    ref = detection.default_functions()
     start = time.perf_counter()
-    scores = detection.evaluate(model, held_out, ref["decode_boxes"], ref["nms"])
+    scores = detection.evaluate(model, held_out, decode_boxes, nms)
     eval_seconds = time.perf_counter() - start
     images = held_out.image_tensor()[:200]
-    infer = timed(lambda: detection.predict(model, images, ref["decode_boxes"], ref["nms"]), repeat=3) / len(images)
-    one = timed(lambda: detection.predict(model, images[:1], ref["decode_boxes"], ref["nms"]), repeat=20)
+    infer = timed(lambda: detection.predict(model, images, decode_boxes, nms), repeat=3) / len(images)
+    one = timed(lambda: detection.predict(model, images[:1], decode_boxes, nms), repeat=20)
     meta = model.metadata
     emit(f"  detector_shapes: held-out mAP@0.5 {scores['map'][0.5]:.3f} (target at least 0.95), mAP@0.75 "
          f"{scores['map'][0.75]:.3f} on 1000 images (seed 1); per class at 0.5 "

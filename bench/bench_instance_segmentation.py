@@ -42,9 +42,10 @@ def _roi_align_loop(features, rois, size, scale):
 
 
 def run() -> None:
-    from lecturelib import data, detection
+    from lecturelib import data
     from lecturelib import instance_segmentation as inst
     from lecturelib.reference import paste_masks
+    from lecturelib.rois import roi_align
 
     emit("== Instance segmentation: Mask R-CNN's mask branch ==")
     bench_notebook(REPO / "notebooks" / "05_instance_segmentation" / "instance_segmentation.ipynb", 30)
@@ -63,15 +64,15 @@ def run() -> None:
              f"{loop * 1e3:8.2f} ms, ratio {ours / loop:5.2f}x")
 
     emit("  RoIAlign (aligned, 2 x 2 samples per bin) of 256 RoIs on a (8, 48, 32, 32) feature map to 8 x 8, "
-         "stride 2: lecturelib.detection.roi_align (one batched grid_sample) vs a per-RoI F.grid_sample loop "
+         "stride 2: lecturelib.rois.roi_align (one batched grid_sample) vs a per-RoI F.grid_sample loop "
          "(torchvision.ops.roi_align is not installable here; target: no slower than the loop):")
     features = torch.randn(8, 48, 32, 32, generator=gen)
     corner = torch.rand(256, 2, generator=gen) * 40
     rois = torch.cat([torch.randint(0, 8, (256, 1), generator=gen).float(), corner,
                       corner + torch.rand(256, 2, generator=gen) * 20 + 4], 1)
-    same = torch.allclose(_roi_align_loop(features, rois, 8, 0.5), detection.roi_align(features, rois, 8, 0.5),
+    same = torch.allclose(_roi_align_loop(features, rois, 8, 0.5), roi_align(features, rois, 8, 0.5),
                           atol=1e-5)
-    ours = timed(lambda: detection.roi_align(features, rois, 8, 0.5, 2, True), repeat=5)
+    ours = timed(lambda: roi_align(features, rois, 8, 0.5, 2, True), repeat=5)
     loop = timed(lambda: _roi_align_loop(features, rois, 8, 0.5), repeat=5)
     emit(f"    roi_align {ours * 1e3:7.2f} ms; per-RoI loop {loop * 1e3:7.2f} ms; ratio {ours / loop:4.2f}x"
          f"{'' if same else '  RESULTS DIFFER'}")

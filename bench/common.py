@@ -1,12 +1,11 @@
 """Shared helpers of the benchmarks: timing, printing, checks and notebook runs."""
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
+from lecturelib.timing import timed  # noqa: F401 - the benchmarks time with it
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -17,17 +16,6 @@ lines: list[str] = []
 def emit(text: str = "") -> None:
     print(text, flush=True)
     lines.append(text)
-
-
-def timed(fn, repeat: int = 5) -> float:
-    """Median seconds of ``repeat`` calls (after one warm-up call)."""
-    fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def bench_checks(topic: str) -> None:

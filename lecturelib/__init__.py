@@ -1,8 +1,9 @@
 """lecturelib: interactive, autograded notebooks for a computer-vision lecture.
 
 Modules, one per topic: ``segmentation``, ``detection``, ``detr``, ``instance_segmentation``,
-``visualization``, ``transformers``; shared parts: ``data`` (procedural shapes), ``plot``, ``train``,
-``checks`` (the graded exercises' checks). ``reference`` and ``hidden`` ship only to instructors.
+``visualization``, ``transformers`` (their models in ``<topic>_models``); shared parts: ``data`` (procedural
+shapes), ``plot``, ``train``, ``rois`` (RoIPool, RoIAlign), ``layers`` (model blocks), ``checks`` (the graded
+exercises' checks). ``reference`` and ``hidden`` ship only to instructors.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ never deep inside torch. Each helper returns the value it checked, so calls read
 from __future__ import annotations
 
 import numbers
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ __all__ = [
     "require_pair",
     "require_float",
     "require_array",
+    "require_callable",
+    "require_module",
     "describe",
 ]
 
@@ -107,4 +110,18 @@ def require_float(name: str, value, *, minimum: float | None = None, maximum: fl
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def require_module(name: str, value) -> "torch.nn.Module":
+    """Check that ``value`` is a ``torch.nn.Module`` (a model or a layer)."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {describe(value)}")
+    return value
+
+
+def require_callable(name: str, value) -> Callable:
+    """Check that ``value`` can be called: a function (the student's, or the reference) or any callable."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a function, got {describe(value)}")
     return value

@@ -1,32 +1,16 @@
 """Object detection (lecture topic 03): regions of interest, anchors, box deltas, NMS, R-CNN family.
 
-This module holds what the detection notebook and the instance-segmentation notebook call and
-students do not implement. Graded exercises (``encode_boxes``, ``decode_boxes``, ``generate_anchors``,
-``label_anchors``, ``nms``) have no implementation here: every function that needs one takes it as an
-argument, so the notebook runs them with the student's code and scripts/tests with ``lecturelib.reference``
-(see :func:`default_functions`, instructor copy only).
+This module holds what the detection notebook calls and students do not implement. Graded exercises
+(``encode_boxes``, ``decode_boxes``, ``generate_anchors``, ``label_anchors``, ``nms``) have no implementation
+here: every function that needs one takes it as an argument, so the notebook runs them with the student's code
+and scripts/tests with ``lecturelib.reference`` (instructor copy only; see ``lecturelib._student``).
 
-Contents: RoI pooling (below); the tiny anchor-based detector's data, loss, training, inference
-(:func:`raw_detections` decodes every anchor with the given ``decode_fn``, :func:`postprocess` applies a
-score threshold and the given ``nms_fn``), evaluation (mAP through ``lecturelib.evaluation``) and shipped
-weights (:func:`load_pretrained`); the notebook's widgets (:func:`anchor_explorer`, :func:`nms_explorer`,
-:func:`roi_explorer`) and demos (:func:`roi_shift_curve`, :func:`family_costs`). The model itself is
-``lecturelib.detection_models.TinyDetector``.
-
-RoI pooling
------------
-``roi_pool`` and ``roi_align`` crop a fixed-size (C, ph, pw) feature for each region of interest, as
-Fast R-CNN and Mask R-CNN do, with torchvision's conventions (``torchvision.ops.roi_pool`` /
-``roi_align``):
-
-* ``rois``: (K, 5) rows ``(batch_index, x1, y1, x2, y2)`` in image coordinates; ``spatial_scale``
-  maps them onto the feature map (1 / stride).
-* RoIPool rounds the box to whole feature cells and takes the max of each floor/ceil bin (an empty bin
-  gives 0): the quantisation that misaligns masks.
-* RoIAlign keeps real-valued coordinates and averages bilinear samples on a regular grid inside each
-  bin (``sampling_ratio`` samples per bin side; ``<= 0`` means ceil(bin size)). ``aligned=True``
-  shifts by half a pixel so that a feature cell's centre sits at (j + 0.5, i + 0.5); samples farther
-  than one cell outside the map contribute 0 but still count in the average.
+Contents: the tiny anchor-based detector's data, loss, training, inference (:func:`raw_detections` decodes
+every anchor with the given ``decode_fn``, :func:`postprocess` applies a score threshold and the given
+``nms_fn``), evaluation (mAP through ``lecturelib.evaluation``) and shipped weights (:func:`load_pretrained`);
+the notebook's widgets (:func:`anchor_explorer`, :func:`nms_explorer`, :func:`roi_explorer`) and demos
+(:func:`roi_shift_curve`, :func:`family_costs`). The model itself is
+``lecturelib.detection_models.TinyDetector``; RoIPool and RoIAlign are in ``lecturelib.rois``.
 """
 from __future__ import annotations
 
@@ -38,157 +22,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import describe, require_float, require_int, require_pair, require_tensor
+from ._student import call_student, function_or_reference
+from ._validate import (describe, require_callable, require_float, require_int, require_module,
+                        require_tensor)
 from .data import CLASSES, Shapes, detection_collate, image_batch
 from .plot import explorer
 from .detection_models import TinyDetector
 from .evaluation import evaluate_detections
+from .rois import roi_align, roi_pool, roi_pool_cells, rois_from_boxes
+from .timing import timed
 from .train import eval_mode, fit, load_pretrained_model
 
-__all__ = ["roi_align", "roi_pool", "rois_from_boxes",
-           "GRADED", "DETECTOR_ANCHORS", "BOX_WEIGHTS", "default_functions", "TinyDetector",
+__all__ = ["DETECTOR_ANCHORS", "BOX_WEIGHTS", "TinyDetector",
            "DetectorDataset", "detection_loss", "train_detector", "raw_detections", "postprocess", "predict",
            "evaluate", "load_pretrained", "anchor_view", "plot_anchors", "anchor_explorer", "nms_view", "plot_nms",
            "nms_explorer", "show_detections", "ramp_features", "roi_shift_curve", "plot_roi_grid", "roi_explorer",
            "family_costs"]
 
 
-def rois_from_boxes(boxes) -> torch.Tensor:
-    """Per-image box lists -> one (K, 5) RoI tensor with the image index in column 0.
-
-    boxes: list of (K_i, 4) float tensors in xyxy, one entry per image.
-    """
-    if not isinstance(boxes, (list, tuple)):
-        raise TypeError(f"boxes must be a list of (K_i, 4) tensors, one per image, got {describe(boxes)}")
-    rows = []
-    for i, b in enumerate(boxes):
-        b = require_tensor(f"boxes[{i}]", b, shape=(None, 4), floating=True)
-        rows.append(torch.cat([torch.full((len(b), 1), float(i), dtype=b.dtype), b], dim=1))
-    return torch.cat(rows) if rows else torch.zeros(0, 5)
-
-
-def _check_rois(features, rois, output_size, spatial_scale):
-    features = require_tensor("features", features, ndim=4, floating=True)
-    if isinstance(rois, (list, tuple)):
-        rois = rois_from_boxes(rois)
-    rois = require_tensor("rois", rois, shape=(None, 5), floating=True)
-    index = rois[:, 0]
-    if ((index != index.round()) | (index < 0) | (index >= len(features))).any():
-        raise ValueError(f"rois[:, 0] must be image indices in [0, {len(features)}), got {index.tolist()[:8]}")
-    ph, pw = require_pair("output_size", output_size, minimum=1)
-    spatial_scale = require_float("spatial_scale", spatial_scale)
-    if not spatial_scale > 0:
-        raise ValueError(f"spatial_scale must be > 0 (1 / feature stride), got {spatial_scale}")
-    return features, rois.to(features.dtype), ph, pw, spatial_scale
-
-
-def roi_pool(features, rois, output_size, spatial_scale: float = 1.0) -> torch.Tensor:
-    """Max-pool each RoI into an output_size grid after rounding it to whole feature cells.
-
-    features: (N, C, H, W); rois: (K, 5) ``(batch_index, x1, y1, x2, y2)`` or a list of (K_i, 4);
-    returns (K, C, ph, pw). Matches ``torchvision.ops.roi_pool``.
-    """
-    features, rois, ph, pw, scale = _check_rois(features, rois, output_size, spatial_scale)
-    n, c, h, w = features.shape
-    out = features.new_zeros(len(rois), c, ph, pw)
-    for k, (b, *box) in enumerate(rois.tolist()):
-        x1, y1, x2, y2 = (round(v * scale) for v in box)
-        bin_h, bin_w = max(y2 - y1 + 1, 1) / ph, max(x2 - x1 + 1, 1) / pw
-        for i in range(ph):
-            top = min(max(math.floor(i * bin_h) + y1, 0), h)
-            bottom = min(max(math.ceil((i + 1) * bin_h) + y1, 0), h)
-            for j in range(pw):
-                left = min(max(math.floor(j * bin_w) + x1, 0), w)
-                right = min(max(math.ceil((j + 1) * bin_w) + x1, 0), w)
-                if bottom > top and right > left:
-                    out[k, :, i, j] = features[int(b), :, top:bottom, left:right].amax(dim=(1, 2))
-    return out
-
-
-def _roi_align_grid(features: torch.Tensor, rois: torch.Tensor, ph: int, pw: int, scale: float, sy: int, sx: int,
-                    aligned: bool) -> torch.Tensor:
-    """RoIAlign of all ``rois`` (K, 5) with sy x sx samples per bin, in one ``F.grid_sample`` -> (K, C, ph, pw).
-
-    Border padding reproduces torchvision's clamping of samples in [-1, 0) and (H - 1, H]; a validity mask its
-    zeros beyond; samples are averaged per bin.
-    """
-    n, c, h, w = features.shape
-    k = len(rois)
-    offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = (rois[:, i:i + 1] * scale - offset for i in range(1, 5))
-    roi_w, roi_h = x2 - x1, y2 - y1
-    if not aligned:
-        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    ys = y1 + roi_h * (torch.arange(ph * sy, dtype=features.dtype) + 0.5) / (ph * sy)   # (K, ph*sy) pixel rows
-    xs = x1 + roi_w * (torch.arange(pw * sx, dtype=features.dtype) + 0.5) / (pw * sx)   # (K, pw*sx)
-    valid = (((ys >= -1) & (ys <= h))[:, :, None] & ((xs >= -1) & (xs <= w))[:, None, :]).to(features.dtype)
-    gy, gx = (ys + 0.5) / h * 2 - 1, (xs + 0.5) / w * 2 - 1                       # align_corners=False units
-    grid = torch.stack([gx[:, None, :].expand(-1, ph * sy, -1), gy[:, :, None].expand(-1, -1, pw * sx)], dim=-1)
-    # One grid_sample over the batch: image b gets the grids of its RoIs stacked (padded to the most RoIs any
-    # image has), so no feature map is copied and the backward pass accumulates in place.
-    index = rois[:, 0].long()
-    counts = torch.bincount(index, minlength=n)
-    order = torch.argsort(index, stable=True)
-    slot = torch.empty(k, dtype=torch.long)
-    slot[order] = torch.arange(k) - (torch.cumsum(counts, 0) - counts)[index[order]]
-    stacked = grid.new_zeros(n, int(counts.max()), ph * sy, pw * sx, 2)
-    stacked[index, slot] = grid
-    out = F.grid_sample(features, stacked.flatten(1, 2), mode="bilinear", padding_mode="border", align_corners=False)
-    samples = out.unflatten(2, (-1, ph * sy)).permute(0, 2, 1, 3, 4)[index, slot] * valid[:, None]
-    return samples.reshape(k, c, ph, sy, pw, sx).mean(dim=(3, 5))
-
-
-def roi_align(features, rois, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 2,
-              aligned: bool = True) -> torch.Tensor:
-    """Average bilinear samples inside each bin of each RoI: no rounding anywhere.
-
-    features: (N, C, H, W); rois: (K, 5) ``(batch_index, x1, y1, x2, y2)`` or a list of (K_i, 4);
-    returns (K, C, ph, pw). Matches ``torchvision.ops.roi_align`` (differentiable in ``features``);
-    vectorised over RoIs unless ``sampling_ratio <= 0`` (then each RoI gets ceil(bin size) samples).
-    """
-    features, rois, ph, pw, scale = _check_rois(features, rois, output_size, spatial_scale)
-    sampling_ratio = require_int("sampling_ratio", sampling_ratio)
-    if not isinstance(aligned, bool):
-        raise TypeError(f"aligned must be True or False, got {describe(aligned)}")
-    if len(rois) == 0:
-        return features.new_zeros(0, features.shape[1], ph, pw)
-    if sampling_ratio > 0:
-        return _roi_align_grid(features, rois, ph, pw, scale, sampling_ratio, sampling_ratio, aligned)
-    outputs = []
-    for roi in rois:
-        x1, y1, x2, y2 = (float(v) * scale for v in roi[1:])
-        roi_h, roi_w = (y2 - y1, x2 - x1) if aligned else (max(y2 - y1, 1.0), max(x2 - x1, 1.0))
-        sy, sx = math.ceil(roi_h / ph), math.ceil(roi_w / pw)
-        if sy <= 0 or sx <= 0:          # an empty RoI: no samples, 0 (as torchvision)
-            outputs.append(features.new_zeros(features.shape[1], ph, pw))
-            continue
-        outputs.append(_roi_align_grid(features, roi[None], ph, pw, scale, sy, sx, aligned)[0])
-    return torch.stack(outputs)
-
-
 # ------------------------------------------------------------------------------------------------
-# The graded functions: passed in as arguments (the student's, or the reference where it ships)
+# The shipped detector's settings
 # ------------------------------------------------------------------------------------------------
-GRADED = ("encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms")
 DETECTOR_ANCHORS = {"feature_size": (8, 8), "stride": 8, "sizes": (12, 18, 26), "ratios": (1.0,)}
 """The anchors of the shipped detector: ``generate_anchors(**DETECTOR_ANCHORS)`` (192 anchors)."""
 BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  #: delta weights of the shipped detector (an RPN's)
-
-
-def default_functions() -> dict:
-    """The reference implementations of the graded functions (instructor/grader copy only).
-
-    Returns {"encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms"}; raises
-    ImportError in the student package, where you pass your own functions instead.
-    """
-    from . import reference
-    return {name: getattr(reference, name) for name in GRADED}
-
-
-def _require_function(name: str, fn) -> Callable:
-    if not callable(fn):
-        raise TypeError(f"{name} must be a function, got {describe(fn)}")
-    return fn
 
 
 # ------------------------------------------------------------------------------------------------
@@ -223,8 +80,8 @@ def detection_loss(outputs: dict, targets: list, anchors: torch.Tensor, *, label
     the number of positives. Returns {"loss", "objectness", "boxes", "classes"}.
     """
     anchors = require_tensor("anchors", anchors, shape=(None, 4), floating=True)
-    _require_function("label_fn", label_fn)
-    _require_function("encode_fn", encode_fn)
+    require_callable("label_fn", label_fn)
+    require_callable("encode_fn", encode_fn)
     if not isinstance(targets, (list, tuple)) or len(targets) != len(outputs["objectness"]):
         raise ValueError(f"targets must be a list with one dict per image ({len(outputs['objectness'])}), got "
                          f"{describe(targets)}")
@@ -263,8 +120,8 @@ def train_detector(model: TinyDetector, train: Shapes, *, label_fn: Callable, en
         raise TypeError(f"model must be a TinyDetector, got {describe(model)}")
     if not isinstance(train, Shapes):
         raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
-    _require_function("label_fn", label_fn)
-    _require_function("encode_fn", encode_fn)
+    require_callable("label_fn", label_fn)
+    require_callable("encode_fn", encode_fn)
     batch_size = require_int("batch_size", batch_size, minimum=1)
     loader = torch.utils.data.DataLoader(DetectorDataset(train), batch_size=batch_size, shuffle=True,
                                          drop_last=len(train) > batch_size, collate_fn=detection_collate,
@@ -287,9 +144,8 @@ def raw_detections(model: nn.Module, images, decode_fn: Callable, *, anchors: to
     model's own. Each dict: "boxes" (N, 4) clipped to the image, "scores" (N,) = sigmoid(objectness) x
     the best class probability, "labels" (N,) that class (1..4).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    _require_function("decode_fn", decode_fn)
+    require_module("model", model)
+    require_callable("decode_fn", decode_fn)
     anchors = model.anchors if anchors is None else require_tensor("anchors", anchors, shape=(None, 4), floating=True)
     x = image_batch(images)
     size = x.shape[-1]
@@ -310,7 +166,7 @@ def postprocess(raw: dict, nms_fn: Callable, *, score_threshold: float = 0.05, i
                 max_detections: int = 20) -> dict:
     """One image's detections from :func:`raw_detections`: score threshold, then ``nms_fn`` (class-agnostic:
     the shapes here do not overlap), then the ``max_detections`` best. Same keys, kept boxes only."""
-    _require_function("nms_fn", nms_fn)
+    require_callable("nms_fn", nms_fn)
     score_threshold = require_float("score_threshold", score_threshold, minimum=0, maximum=1)
     iou_threshold = require_float("iou_threshold", iou_threshold, minimum=0, maximum=1)
     candidates = torch.nonzero(raw["scores"] > score_threshold).flatten()
@@ -349,27 +205,18 @@ def evaluate(model: nn.Module, shapes: Shapes, decode_fn: Callable, nms_fn: Call
 
 
 def load_pretrained(name: str = "detector_shapes") -> TinyDetector:
-    """The shipped TinyDetector (eval mode, CPU), trained by ``python scripts/train_detection.py``.
+    """The shipped TinyDetector (eval mode, CPU), trained by ``python scripts/train_weights.py detection``.
 
     ``model.metadata`` holds how it was made (command, seed, epochs, held-out mAP...); ``model.anchors``
     the anchors it was trained with, ``generate_anchors(**DETECTOR_ANCHORS)``.
     """
-    return load_pretrained_model(name, {"detector_shapes": TinyDetector}, "python scripts/train_detection.py")
+    return load_pretrained_model(name, {"detector_shapes": TinyDetector},
+                                 "python scripts/train_weights.py detection")
 
 
 # ------------------------------------------------------------------------------------------------
 # Anchors: a view and an explorer running your generate_anchors
 # ------------------------------------------------------------------------------------------------
-def _call_student(fn: Callable, *args, what: str, **kwargs):
-    """(result, None) or (None, message) when ``fn`` is not implemented yet or raised."""
-    try:
-        return fn(*args, **kwargs), None
-    except NotImplementedError:
-        return None, f"implement {what} above to see this"
-    except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
-        return None, f"your {what} raised {type(exc).__name__}: {exc}"
-
-
 def _numbers(name: str, values) -> tuple[float, ...]:
     """A non-empty tuple of positive numbers (sizes, ratios)."""
     if not isinstance(values, (tuple, list)) or not values:
@@ -392,7 +239,7 @@ def anchor_view(generate_fn: Callable, image_size: int = 64, stride: int = 16, s
     ratios = _numbers("ratios", ratios)
     cells = math.ceil(image_size / stride)
     feature_size = (cells, cells)
-    out, error = _call_student(generate_fn, feature_size, stride, tuple(sizes), tuple(ratios), what="generate_anchors")
+    out, error = call_student(generate_fn, feature_size, stride, tuple(sizes), tuple(ratios), what="generate_anchors")
     if error:
         return {"error": error}
     anchors = torch.as_tensor(out).detach().to(torch.float64).reshape(-1, 4)
@@ -448,7 +295,7 @@ def anchor_explorer(generate_fn: Callable | None = None, image=None):
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    generate_fn = generate_fn or default_functions()["generate_anchors"]
+    generate_fn = function_or_reference(generate_fn, "generate_anchors", "detection")
     if image is None:
         from .data import make_shapes
         image = make_shapes(1, seed=3, occlusion=False).images[0]
@@ -483,12 +330,12 @@ def nms_view(raw: dict, nms_fn: Callable, iou_threshold: float = 0.4, score_thre
 
     Returns {"candidates": {...}, "kept": {...}} (dicts like :func:`raw_detections`) or {"error": message}.
     """
-    _require_function("nms_fn", nms_fn)
+    require_callable("nms_fn", nms_fn)
     if not isinstance(raw, dict) or not {"boxes", "scores", "labels"} <= set(raw):
         raise ValueError(f"raw must be one dict of raw_detections (boxes, scores, labels), got {describe(raw)}")
     candidates = {k: v[raw["scores"] > score_threshold] for k, v in raw.items()}
-    kept, error = _call_student(postprocess, raw, nms_fn, score_threshold=score_threshold,
-                                iou_threshold=iou_threshold, max_detections=len(raw["scores"]) or 1, what="nms")
+    kept, error = call_student(postprocess, raw, nms_fn, score_threshold=score_threshold,
+                               iou_threshold=iou_threshold, max_detections=len(raw["scores"]) or 1, what="nms")
     if error:
         return {"candidates": candidates, "error": error}
     return {"candidates": candidates, "kept": kept}
@@ -529,7 +376,7 @@ def nms_explorer(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable
     import ipywidgets as widgets
 
     images = np.asarray(images)
-    raws, error = _call_student(raw_detections, model, images, decode_fn, what="decode_boxes")
+    raws, error = call_student(raw_detections, model, images, decode_fn, what="decode_boxes")
     sliders = {"iou_threshold": widgets.FloatSlider(0.4, min=0.0, max=1.0, step=0.05, description="NMS IoU"),
                "score_threshold": widgets.FloatSlider(0.05, min=0.0, max=0.95, step=0.05, description="min score")}
 
@@ -609,7 +456,7 @@ def plot_roi_grid(box=(2.0, 2.0, 10.0, 10.0), shift: float = 0.0, output_size: i
     ax = axes[0]
     ax.imshow(features[0, 0].numpy(), cmap="viridis", extent=(0, size, size, 0))
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", lw=2, label="box"))
-    rx1, ry1, rx2, ry2 = (round(v) for v in (x1, y1, x2, y2))
+    rx1, ry1, rx2, ry2 = roi_pool_cells((x1, y1, x2, y2))
     ax.add_patch(Rectangle((rx1, ry1), rx2 - rx1 + 1, ry2 - ry1 + 1, fill=False, edgecolor="red", lw=1.5,
                            linestyle="--", label="RoIPool: rounded cells"))
     bin_w, bin_h = (x2 - x1) / output_size, (y2 - y1) / output_size
@@ -639,42 +486,25 @@ def roi_explorer(box=(2.0, 2.0, 10.0, 10.0), output_size: int = 2):
 # ------------------------------------------------------------------------------------------------
 # The R-CNN family and one-stage detectors: what runs once, what runs per region
 # ------------------------------------------------------------------------------------------------
-def _roi_sample(features: torch.Tensor, boxes: torch.Tensor, size: int, spatial_scale: float) -> torch.Tensor:
-    """RoIAlign with one bilinear sample per bin (aligned), all regions at once with ``F.grid_sample``.
-
-    features: (1, C, H, W); boxes: (K, 4) image xyxy -> (K, C, size, size); equal to
-    ``roi_align(..., sampling_ratio=1, aligned=True)`` where the samples lie between the outer cell centres (near
-    the border the zero padding differs). Used to time the designs fairly:
-    :func:`roi_align` is a readable loop over the regions, slow when there are hundreds.
-    """
-    h, w = features.shape[-2:]
-    t = (torch.arange(size, dtype=features.dtype) + 0.5) / size
-    xs = (boxes[:, :1] + (boxes[:, 2:3] - boxes[:, :1]) * t) * spatial_scale       # (K, size), feature coords
-    ys = (boxes[:, 1:2] + (boxes[:, 3:4] - boxes[:, 1:2]) * t) * spatial_scale
-    grid = torch.stack([(2 * xs / w - 1)[:, None, :].expand(-1, size, -1),
-                        (2 * ys / h - 1)[:, :, None].expand(-1, -1, size)], dim=-1)
-    return F.grid_sample(features.expand(len(boxes), -1, -1, -1), grid, align_corners=False)
-
-
 def family_costs(model: TinyDetector | None = None, regions: int = 300, repeat: int = 3) -> list[dict]:
     """Measured time per 64 x 64 image of the four designs, all built from the tiny detector's backbone.
 
     * R-CNN: every region is cropped from the image, resized to 64 x 64 and run through the whole backbone;
     * Fast R-CNN: the backbone runs once; each region is cut from the feature map by RoIAlign (7 x 7, one
-      sample per bin, batched with ``grid_sample``) and goes through a small per-region head (two linear layers);
+      sample per bin) and goes through a small per-region head (two linear layers);
     * Faster R-CNN: as Fast R-CNN, plus the RPN head on the feature map proposes the regions;
     * one-stage (YOLO / SSD style): the backbone and a 1 x 1 head, nothing per region.
     Returns one dict per design: {"design", "shared", "per_region", "ms"} (``regions`` regions).
     """
-    import time
     if model is not None and not isinstance(model, TinyDetector):
         raise TypeError(f"model must be a TinyDetector (or None for an untrained one), got {describe(model)}")
-    model = (model or TinyDetector()).eval()
+    model = model or TinyDetector()
     regions = require_int("regions", regions, minimum=1)
     g = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 64, 64, generator=g)
     xy = torch.rand(regions, 2, generator=g) * 40
     boxes = torch.cat([xy, xy + 8 + torch.rand(regions, 2, generator=g) * 16], 1)
+    rois = rois_from_boxes([boxes])
     width = model.config["width"]
     region_head = nn.Sequential(nn.Flatten(), nn.Linear(width * 49, 128), nn.ReLU(), nn.Linear(128, 5 + 16)).eval()
 
@@ -685,12 +515,12 @@ def family_costs(model: TinyDetector | None = None, regions: int = 300, repeat: 
 
     def fast():
         features = model.backbone(image)
-        return region_head(_roi_sample(features, boxes, 7, 1 / 8))
+        return region_head(roi_align(features, rois, 7, 1 / 8, sampling_ratio=1))
 
     def faster():
         features = model.head(model.backbone(image))
         model.objectness(features), model.deltas(features)
-        return region_head(_roi_sample(features, boxes, 7, 1 / 8))
+        return region_head(roi_align(features, rois, 7, 1 / 8, sampling_ratio=1))
 
     def one_stage():
         return model(image)
@@ -699,15 +529,6 @@ def family_costs(model: TinyDetector | None = None, regions: int = 300, repeat: 
             ("Fast R-CNN", "CNN on the image (regions from selective search)", "RoIAlign + head", fast),
             ("Faster R-CNN", "CNN + RPN head (proposes the regions)", "RoIAlign + head", faster),
             ("one-stage (YOLO/SSD)", "CNN + dense head on every anchor", "nothing (then NMS)", one_stage)]
-    result = []
-    with torch.no_grad():
-        for design, shared, per_region, fn in rows:
-            fn()
-            times = []
-            for _ in range(require_int("repeat", repeat, minimum=1)):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            result.append({"design": design, "shared": shared, "per_region": per_region,
-                           "ms": 1000 * float(np.median(times))})
-    return result
+    with torch.no_grad(), eval_mode(model):      # the caller's model keeps its mode
+        return [{"design": design, "shared": shared, "per_region": per_region, "ms": 1000 * timed(fn, repeat)}
+                for design, shared, per_region, fn in rows]

@@ -11,13 +11,9 @@ from torch import nn
 
 from ._validate import require_int, require_tensor
 from .data import NUM_CLASSES
+from .layers import conv_bn_relu
 
 __all__ = ["TinyDetector"]
-
-
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class TinyDetector(nn.Module):
@@ -36,9 +32,9 @@ class TinyDetector(nn.Module):
                        "num_anchors": require_int("num_anchors", num_anchors, minimum=1),
                        "width": require_int("width", width, minimum=4), "grid": require_int("grid", grid, minimum=1)}
         self.backbone = nn.Sequential(
-            _conv_bn_relu(3, 16), _conv_bn_relu(16, 32, 2), _conv_bn_relu(32, 64, 2),
-            _conv_bn_relu(64, 64, 2), _conv_bn_relu(64, width))
-        self.head = _conv_bn_relu(width, width)
+            conv_bn_relu(3, 16), conv_bn_relu(16, 32, 2), conv_bn_relu(32, 64, 2),
+            conv_bn_relu(64, 64, 2), conv_bn_relu(64, width))
+        self.head = conv_bn_relu(width, width)
         self.objectness = nn.Conv2d(width, num_anchors, 1)
         self.deltas = nn.Conv2d(width, num_anchors * 4, 1)
         self.classes = nn.Conv2d(width, num_anchors * (num_classes - 1), 1)

@@ -1,9 +1,10 @@
 """DETR: detection as set prediction, trained through a bipartite (Hungarian) matching.
 
-Demos, the tiny set predictor and the widgets of the DETR notebook. The graded operations (the
+Demos, the training and evaluation of the tiny set predictor (the model is
+``lecturelib.detr_models.TinyDETR``) and the widgets of the DETR notebook. The graded operations (the
 Hungarian algorithm, generalised IoU, DETR's matching cost, the batched matcher) are NOT here: every
 function that needs one takes it as an argument, so the notebook runs them with the student's code
-and scripts/tests with ``lecturelib.reference`` (see :func:`default_functions`).
+and scripts/tests with ``lecturelib.reference`` (see ``lecturelib._student``).
 
 Conventions: class ids index ``lecturelib.data.CLASSES``; logit 0 of a query is "no object"
 (the background class), logits 1..4 the shapes. Boxes predicted and matched are normalised
@@ -21,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import describe, require_array, require_float, require_int, require_tensor
+from ._student import call_student, function_or_reference
+from ._validate import describe, require_array, require_callable, require_float, require_int, require_module
 from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
 from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
+from .detr_models import TinyDETR
 from .plot import explorer
 from .evaluation import evaluate_detections
 from .train import eval_mode, fit, load_pretrained_model
@@ -31,7 +34,7 @@ from .train import eval_mode, fit, load_pretrained_model
 __all__ = [
     "NO_OBJECT", "DEFAULT_WEIGHTS", "TinyDETR", "detr_targets", "DetrDataset", "detr_collate",
     "make_matcher", "hungarian_loss", "train_detr", "predict", "evaluate", "load_pretrained",
-    "default_functions", "greedy_match", "assignment_total", "all_assignments", "toy_cost_matrix",
+    "greedy_match", "assignment_total", "all_assignments", "toy_cost_matrix",
     "toy_matching_problem",
     "matching_view", "plot_matching", "matching_explorer", "show_detections", "show_matches",
     "assignment_changes",
@@ -39,17 +42,6 @@ __all__ = [
 
 NO_OBJECT = 0                                          #: logit index of "no object" (= background)
 DEFAULT_WEIGHTS = {"w_class": 1.0, "w_l1": 5.0, "w_giou": 2.0}  #: DETR's matching-cost weights
-
-
-def default_functions() -> dict:
-    """The reference implementations of the graded functions (instructor/grader copy only).
-
-    Returns {"hungarian_match", "generalized_box_iou", "detr_matching_cost", "match_batch"}; raises
-    ImportError in the student package, where you pass your own functions instead.
-    """
-    from . import reference
-    return {name: getattr(reference, name) for name in
-            ("hungarian_match", "generalized_box_iou", "detr_matching_cost", "match_batch")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,119 +90,6 @@ def all_assignments(cost) -> list[tuple[tuple[int, ...], float]]:
         raise ValueError(f"cost must be square with at most 7 rows, got shape {cost.shape}")
     totals = [(perm, float(cost[np.arange(n), list(perm)].sum())) for perm in itertools.permutations(range(n))]
     return sorted(totals, key=lambda item: item[1])
-
-
-# ------------------------------------------------------------------------------------------------
-# The model
-# ------------------------------------------------------------------------------------------------
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-
-
-class _EncoderLayer(nn.Module):
-    """Self-attention among the image positions (position added to queries and keys), then an MLP."""
-
-    def __init__(self, d_model: int, heads: int, ffn: int):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Linear(ffn, d_model))
-        self.norm2 = nn.LayerNorm(d_model)
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.attn(x + pos, x + pos, x, need_weights=False)[0])
-        return self.norm2(x + self.mlp(x))
-
-
-class _DecoderLayer(nn.Module):
-    """DETR's decoder layer: self-attention among the queries (they can agree who predicts what), then
-    cross-attention from the queries to the encoded image; query and image positions are added to the
-    attention queries and keys at every layer."""
-
-    def __init__(self, d_model: int, heads: int, ffn: int):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d_model, heads, batch_first=True)
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d_model), nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, ffn), nn.ReLU(), nn.Linear(ffn, d_model))
-
-    def forward(self, x, query_pos, memory, pos, need_weights: bool = False):
-        x = self.norm1(x + self.self_attn(x + query_pos, x + query_pos, x, need_weights=False)[0])
-        attended, weights = self.cross_attn(x + query_pos, memory + pos, memory, need_weights=need_weights)
-        x = self.norm2(x + attended)
-        return self.norm3(x + self.mlp(x)), weights
-
-
-class TinyDETR(nn.Module):
-    """A DETR-style set predictor small enough to train on a CPU in minutes.
-
-    images (B, 3, 64, 64) float in [0, 1] -> {"pred_logits": (B, Q, num_classes), "pred_boxes":
-    (B, Q, 4) normalised cxcywh in (0, 1)}. Logit 0 is "no object".
-
-    * backbone: 5 conv blocks (widths 16-32-64-64-d, three of stride 2) to a (d, 8, 8) feature map;
-    * a learned positional embedding (row + column) for the 64 positions;
-    * a transformer encoder (``enc_layers``) lets the 64 positions exchange information;
-    * ``num_queries`` learned query embeddings drive a transformer decoder (``dec_layers``) whose slots
-      start at zero and attend to each other and to the encoded image; every slot ends as one
-      prediction (a class and a box).
-    No anchors, no non-maximum suppression: the set loss teaches the queries not to duplicate.
-    """
-
-    def __init__(self, num_classes: int = NUM_CLASSES, num_queries: int = 5, d_model: int = 64,
-                 heads: int = 4, enc_layers: int = 1, dec_layers: int = 2, ffn: int = 128, grid: int = 8):
-        super().__init__()
-        num_classes = require_int("num_classes", num_classes, minimum=2)
-        num_queries = require_int("num_queries", num_queries, minimum=1)
-        d_model = require_int("d_model", d_model, minimum=4)
-        heads = require_int("heads", heads, minimum=1)
-        if d_model % heads:
-            raise ValueError(f"d_model must be divisible by heads, got d_model={d_model} and heads={heads}")
-        enc_layers = require_int("enc_layers", enc_layers, minimum=0)
-        dec_layers = require_int("dec_layers", dec_layers, minimum=1)
-        ffn = require_int("ffn", ffn, minimum=1)
-        grid = require_int("grid", grid, minimum=1)
-        self.config = {"num_classes": num_classes, "num_queries": num_queries, "d_model": d_model,
-                       "heads": heads, "enc_layers": enc_layers, "dec_layers": dec_layers, "ffn": ffn,
-                       "grid": grid}
-        self.backbone = nn.Sequential(
-            _conv_bn_relu(3, 16), _conv_bn_relu(16, 32, 2), _conv_bn_relu(32, 64, 2),
-            _conv_bn_relu(64, 64, 2), _conv_bn_relu(64, d_model))
-        self.row_embed = nn.Parameter(torch.randn(grid, d_model) * 0.1)
-        self.col_embed = nn.Parameter(torch.randn(grid, d_model) * 0.1)
-        self.encoder = nn.ModuleList(_EncoderLayer(d_model, heads, ffn) for _ in range(enc_layers))
-        self.decoder = nn.ModuleList(_DecoderLayer(d_model, heads, ffn) for _ in range(dec_layers))
-        self.decoder_norm = nn.LayerNorm(d_model)
-        self.queries = nn.Parameter(torch.randn(num_queries, d_model))
-        self.class_head = nn.Linear(d_model, num_classes)
-        self.box_head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 4))
-
-    def forward(self, images: torch.Tensor, *, all_layers: bool = False, attention: bool = False) -> dict:
-        """Predictions of the last decoder layer; with ``all_layers`` also "aux" (one dict per earlier layer);
-        with ``attention`` also "attention": (B, Q, h, w) cross-attention of the last layer's queries."""
-        require_tensor("images", images, ndim=4, floating=True)
-        features = self.backbone(images)                                   # (B, d, h, w)
-        b, d, h, w = features.shape
-        if (h, w) != (self.row_embed.shape[0], self.col_embed.shape[0]):
-            raise ValueError(f"images must give a {self.config['grid']}x{self.config['grid']} feature map "
-                             f"(64 x 64 pixels), got {tuple(images.shape)}")
-        pos = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).reshape(1, h * w, d)
-        memory = features.flatten(2).transpose(1, 2)                       # (B, h*w, d)
-        for layer in self.encoder:
-            memory = layer(memory, pos)
-        query_pos = self.queries.expand(b, -1, -1)
-        x = torch.zeros_like(query_pos)
-        outputs, weights = [], None
-        for i, layer in enumerate(self.decoder):
-            x, weights = layer(x, query_pos, memory, pos, need_weights=attention and i == len(self.decoder) - 1)
-            y = self.decoder_norm(x)
-            outputs.append({"pred_logits": self.class_head(y), "pred_boxes": self.box_head(y).sigmoid()})
-        result = dict(outputs[-1])
-        if all_layers:
-            result["aux"] = outputs[:-1]
-        if attention:
-            result["attention"] = weights.reshape(b, -1, h, w)
-        return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,8 +147,7 @@ def make_matcher(match_batch: Callable, cost_fn: Callable, assign_fn: Callable) 
     ``hungarian_match``. Matching runs without gradients.
     """
     for name, fn in (("match_batch", match_batch), ("cost_fn", cost_fn), ("assign_fn", assign_fn)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be a function, got {describe(fn)}")
+        require_callable(name, fn)
 
     def matcher(outputs: dict, targets: list) -> list:
         with torch.no_grad(), _one_thread():
@@ -350,9 +228,8 @@ def train_detr(model: TinyDETR, train: Shapes, *, matcher: Callable, giou_fn: Ca
         raise TypeError(f"model must be a TinyDETR, got {describe(model)}")
     if not isinstance(train, Shapes):
         raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
-    for name, fn in (("matcher", matcher), ("giou_fn", giou_fn)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be a function, got {describe(fn)}")
+    require_callable("matcher", matcher)
+    require_callable("giou_fn", giou_fn)
     batch_size = require_int("batch_size", batch_size, minimum=1)
     seed = require_int("seed", seed, minimum=0)
     loader = torch.utils.data.DataLoader(DetrDataset(train), batch_size=batch_size, shuffle=True,
@@ -376,8 +253,7 @@ def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
     "labels" (Q,) that class (1..4), "keep" (Q,) bool, True where the most likely class is an object
     (not "no object"), "probs" (Q, C) all class probabilities, "cxcywh" (Q, 4) normalised boxes.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    require_module("model", model)
     x = image_batch(images)
     size = x.shape[-1]
     results = []
@@ -429,11 +305,11 @@ def assignment_changes(previous: list, current: list) -> float:
 # Pretrained weights
 # ------------------------------------------------------------------------------------------------
 def load_pretrained(name: str = "detr_shapes") -> TinyDETR:
-    """The shipped TinyDETR (eval mode, CPU), trained by ``python scripts/train_detr.py``.
+    """The shipped TinyDETR (eval mode, CPU), trained by ``python scripts/train_weights.py detr``.
 
     ``model.metadata`` holds how it was made (command, seed, epochs, held-out mAP@0.5...).
     """
-    return load_pretrained_model(name, {"detr_shapes": TinyDETR}, "python scripts/train_detr.py")
+    return load_pretrained_model(name, {"detr_shapes": TinyDETR}, "python scripts/train_weights.py detr")
 
 # ------------------------------------------------------------------------------------------------
 # The matching explorer: how the cost weights decide who is matched to whom
@@ -481,19 +357,20 @@ def matching_view(problem: dict, cost_fn: Callable, assign_fn: Callable, w_class
     """
     weights = {"w_class": float(w_class), "w_l1": float(w_l1), "w_giou": float(w_giou)}
     args = (problem["pred_logits"], problem["pred_boxes"], problem["tgt_labels"], problem["tgt_boxes"])
-    try:
+
+    def match():
         cost = torch.as_tensor(cost_fn(*args, **weights)).detach().cpu().numpy().astype(np.float64)
         terms = {name: torch.as_tensor(cost_fn(*args, **one_hot)).detach().cpu().numpy().astype(np.float64)
                  for name, one_hot in (("class", {"w_class": 1.0, "w_l1": 0.0, "w_giou": 0.0}),
                                        ("l1", {"w_class": 0.0, "w_l1": 1.0, "w_giou": 0.0}),
                                        ("giou", {"w_class": 0.0, "w_l1": 0.0, "w_giou": 1.0}))}
         rows, cols = assign_fn(cost)
-        rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    except NotImplementedError:
-        return {"weights": weights, "error": "implement detr_matching_cost and hungarian_match above to see "
-                                             "the matching"}
-    except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
-        return {"weights": weights, "error": f"your function raised {type(exc).__name__}: {exc}"}
+        return cost, terms, np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+    matched, error = call_student(match, what="detr_matching_cost and hungarian_match")
+    if error:
+        return {"weights": weights, "error": error}
+    cost, terms, rows, cols = matched
     return {"weights": weights, "cost": cost, "terms": terms, "rows": rows, "cols": cols,
             "total": float(cost[rows, cols].sum()) if len(rows) else 0.0}
 
@@ -579,10 +456,8 @@ def matching_explorer(cost_fn: Callable | None = None, assign_fn: Callable | Non
     """
     import ipywidgets as widgets
 
-    if cost_fn is None or assign_fn is None:
-        defaults = default_functions()
-        cost_fn = cost_fn or defaults["detr_matching_cost"]
-        assign_fn = assign_fn or defaults["hungarian_match"]
+    cost_fn = function_or_reference(cost_fn, "detr_matching_cost", "detr")
+    assign_fn = function_or_reference(assign_fn, "hungarian_match", "detr")
     problem = problem or toy_matching_problem()
     sliders = {"w_class": widgets.FloatSlider(1.0, min=0, max=5, step=0.25, description="w_class"),
                "w_l1": widgets.FloatSlider(5.0, min=0, max=10, step=0.5, description="w_l1"),

@@ -1,9 +1,10 @@
 """Instance segmentation with Mask R-CNN's mask branch (lecture topic 05).
 
-Demos, a tiny Mask R-CNN-style mask predictor, mask IoU and mask AP, and the widgets of the instance
+Demos, training and inference of the tiny Mask R-CNN-style mask predictor (the model is
+``lecturelib.instance_segmentation_models.TinyMaskRCNN``), mask IoU and mask AP, and the widgets of the instance
 segmentation notebook. The graded operations (``mask_targets``, ``mask_loss``, ``paste_masks``) are NOT
 here: every function that needs one takes it as an argument, so the notebook runs them with the student's
-code and scripts/tests with ``lecturelib.reference`` (see :func:`default_functions`).
+code and scripts/tests with ``lecturelib.reference`` (see ``lecturelib._student``).
 
 "Mask R-CNN adds a mask branch to any box detector": the model here crops RoIAlign features for boxes it
 is given (ground-truth boxes with jitter while training, the shipped DETR's boxes at inference) and
@@ -21,29 +22,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import describe, require_float, require_int, require_tensor
-from .data import CLASSES, NUM_CLASSES, Shapes
-from .detection import roi_align, roi_pool
+from ._student import call_student, function_or_reference
+from ._validate import describe, require_callable, require_float, require_int, require_tensor
+from .data import CLASSES, Shapes
 from .evaluation import evaluate_detections
+from .instance_segmentation_models import TinyMaskRCNN
 from .plot import explorer
+from .rois import roi_align, roi_pool, roi_pool_cells
 from .train import eval_mode, fit, load_pretrained_model
 
 __all__ = [
-    "default_functions", "roi_sampling_points", "touching_example",
+    "roi_sampling_points", "touching_example",
     "show_semantic_vs_instance", "pool_vs_align", "show_pool_vs_align", "mask_iou",
     "evaluate_masks", "TinyMaskRCNN", "jitter_boxes", "train_mask_head", "detr_detections",
     "predict_masks", "evaluate", "load_pretrained", "show_instance_masks", "roi_target_explorer",
     "threshold_explorer",
 ]
-
-def default_functions() -> dict:
-    """The reference implementations of the graded functions (instructor/grader copy only).
-
-    Returns {"mask_targets", "mask_loss", "paste_masks"}; raises ImportError in the student package,
-    where you pass your own functions instead.
-    """
-    from . import reference
-    return {name: getattr(reference, name) for name in ("mask_targets", "mask_loss", "paste_masks")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,7 +145,7 @@ def show_pool_vs_align(view: dict, image=None):
     feat = view["feature"]
     axes[1].imshow(feat, cmap="gray", extent=(0, feat.shape[1] * s, feat.shape[0] * s, 0))
     axes[1].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="tab:orange", lw=1.5))
-    rx1, ry1, rx2, ry2 = (round(v / s) * s for v in (x1, y1, x2, y2))
+    rx1, ry1, rx2, ry2 = (v * s for v in roi_pool_cells((x1, y1, x2, y2), 1 / s))
     axes[1].add_patch(Rectangle((rx1, ry1), rx2 - rx1 + s, ry2 - ry1 + s, fill=False, edgecolor="tab:red", lw=1.2,
                                 linestyle="--"))
     axes[1].set_title(f"feature map (stride {s})\norange: box, red: RoIPool's cells", fontsize=9)
@@ -203,49 +197,8 @@ def evaluate_masks(predictions: list, targets: list, iou_threshold: float = 0.5,
 
 
 # ------------------------------------------------------------------------------------------------
-# The tiny Mask R-CNN-style mask predictor
+# Training the tiny Mask R-CNN-style mask predictor (``instance_segmentation_models.TinyMaskRCNN``)
 # ------------------------------------------------------------------------------------------------
-def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-
-class TinyMaskRCNN(nn.Module):
-    """Backbone (stride 2) + RoIAlign + Mask R-CNN's FCN mask head, for boxes given from outside.
-
-    backbone: 4 conv-BN-ReLU layers (the first with stride 2 and width / 2, the last dilated) turn a
-    (3, 64, 64) image into a (width, 32, 32) feature map; RoIAlign crops ``roi_size`` x ``roi_size`` per
-    box (2 x 2 samples per bin, aligned); the head is 3 convs 3x3 + ReLU, a 2x2 stride-2 transposed conv
-    + ReLU and a 1x1 conv to ``num_classes`` mask logits of M x M (M = 2 * roi_size), one per class.
-    Mask R-CNN crops 14 x 14 and predicts 28 x 28; objects here are at most 40 pixels wide, so 8 -> 16.
-    """
-
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 48, head_width: int = 32, roi_size: int = 8):
-        super().__init__()
-        self.config = {"num_classes": num_classes, "width": width, "head_width": head_width, "roi_size": roi_size}
-        self.stride = 2
-        self.backbone = nn.Sequential(_conv_bn_relu(3, width // 2, stride=2), _conv_bn_relu(width // 2, width),
-                                      _conv_bn_relu(width, width), _conv_bn_relu(width, width, dilation=2))
-        layers, c = [], width
-        for _ in range(3):
-            layers += [nn.Conv2d(c, head_width, 3, padding=1), nn.ReLU(inplace=True)]
-            c = head_width
-        layers += [nn.ConvTranspose2d(head_width, head_width, 2, stride=2), nn.ReLU(inplace=True),
-                   nn.Conv2d(head_width, num_classes, 1)]
-        self.mask_head = nn.Sequential(*layers)
-
-    @property
-    def mask_size(self) -> int:
-        return 2 * self.config["roi_size"]
-
-    def forward(self, images: torch.Tensor, boxes) -> torch.Tensor:
-        """images: (N, 3, H, W); boxes: list of N (K_i, 4) xyxy pixel boxes (or (K, 5) RoIs).
-        Returns mask logits (sum K_i, num_classes, M, M), RoIs in the order given."""
-        features = self.backbone(images)
-        crops = roi_align(features, boxes, self.config["roi_size"], 1.0 / self.stride, 2)
-        return self.mask_head(crops)
-
-
 def jitter_boxes(boxes: torch.Tensor, generator: torch.Generator, amount: float = 0.1,
                  image_size: int | None = None) -> torch.Tensor:
     """Perturb xyxy boxes like a detector's imprecise boxes: each side moves by N(0, amount * box size)."""
@@ -314,9 +267,8 @@ def train_mask_head(model: TinyMaskRCNN, train: Shapes, *, mask_targets_fn: Call
         raise TypeError(f"model must be a TinyMaskRCNN, got {describe(model)}")
     if not isinstance(train, Shapes):
         raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
-    for name, fn in (("mask_targets_fn", mask_targets_fn), ("mask_loss_fn", mask_loss_fn)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be a function, got {describe(fn)}")
+    require_callable("mask_targets_fn", mask_targets_fn)
+    require_callable("mask_loss_fn", mask_loss_fn)
     seed = require_int("seed", seed, minimum=0)
     batch_size = require_int("batch_size", batch_size, minimum=1)
     loader = torch.utils.data.DataLoader(_MaskDataset(train), batch_size=batch_size, shuffle=True,
@@ -363,8 +315,7 @@ def predict_masks(model: TinyMaskRCNN, images, detections: list, paste_fn: Calla
     """
     if not isinstance(model, TinyMaskRCNN):
         raise TypeError(f"model must be a TinyMaskRCNN, got {describe(model)}")
-    if not callable(paste_fn):
-        raise TypeError(f"paste_fn must be a function, got {describe(paste_fn)}")
+    require_callable("paste_fn", paste_fn)
     x = images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4, floating=True)
     if len(detections) != len(x):
         raise ValueError(f"detections must have one dict per image ({len(x)}), got {len(detections)}")
@@ -402,12 +353,13 @@ def evaluate(model: TinyMaskRCNN, shapes: Shapes, paste_fn: Callable, detections
 
 
 def load_pretrained(name: str = "maskrcnn_shapes") -> TinyMaskRCNN:
-    """The shipped TinyMaskRCNN (eval mode, CPU), trained by ``python scripts/train_instance_segmentation.py``.
+    """The shipped TinyMaskRCNN (eval mode, CPU), trained by
+    ``python scripts/train_weights.py instance_segmentation``.
 
     ``model.metadata`` holds how it was made (command, seed, epochs, held-out mask AP@0.5...).
     """
     return load_pretrained_model(name, {"maskrcnn_shapes": TinyMaskRCNN},
-                                 "python scripts/train_instance_segmentation.py")
+                                 "python scripts/train_weights.py instance_segmentation")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -454,7 +406,7 @@ def roi_target_explorer(mask_targets_fn: Callable | None = None, shapes: Shapes 
     from matplotlib.patches import Rectangle
 
     from .data import make_shapes
-    mask_targets_fn = mask_targets_fn or default_functions()["mask_targets"]
+    mask_targets_fn = function_or_reference(mask_targets_fn, "mask_targets", "instance_segmentation")
     shapes = shapes if shapes is not None else make_shapes(1, seed=7, min_objects=1, max_objects=1,
                                                            background="plain", occlusion=False)
     sample = shapes[index]
@@ -466,13 +418,15 @@ def roi_target_explorer(mask_targets_fn: Callable | None = None, shapes: Shapes 
                "height": widgets.FloatSlider(y2 - y1, min=2, max=size, step=0.25, description="height"),
                "M": widgets.IntSlider(M, min=2, max=28, description="M")}
 
+    def target_of(box, M):
+        gt = torch.from_numpy(sample.instance_masks[:1])
+        return torch.as_tensor(mask_targets_fn(gt, box, torch.zeros(1, dtype=torch.int64), M))[0].float().numpy()
+
     def view(x1, y1, width, height, M):
         box = torch.tensor([[x1, y1, x1 + width, y1 + height]], dtype=torch.float32)
-        gt = torch.from_numpy(sample.instance_masks[:1])
-        try:
-            target = torch.as_tensor(mask_targets_fn(gt, box, torch.zeros(1, dtype=torch.int64), M))[0].float().numpy()
-        except NotImplementedError:
-            return {"box": box[0].tolist(), "M": M, "target": np.zeros((M, M)), "error": "implement mask_targets above"}
+        target, error = call_student(target_of, box, M, what="mask_targets")
+        if error:
+            return {"box": box[0].tolist(), "M": M, "target": np.zeros((M, M)), "error": error}
         return {"box": box[0].tolist(), "M": M, "target": target}
 
     def draw(view):
@@ -500,7 +454,7 @@ def threshold_explorer(shapes: Shapes, predictions: list, paste_fn: Callable | N
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    paste_fn = paste_fn or default_functions()["paste_masks"]
+    paste_fn = function_or_reference(paste_fn, "paste_masks", "instance_segmentation")
     n = min(require_int("max_images", max_images, minimum=1), len(shapes))
     slider = widgets.FloatSlider(0.5, min=0.05, max=0.95, step=0.05, description="threshold")
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._student import call_student, function_or_reference
 from ._validate import require_int, require_pair, require_tensor
 from .plot import explorer
 from .segmentation_models import (FCN, PRETRAINED, UNet, confusion_matrix, load_pretrained,  # noqa: F401
@@ -22,7 +23,7 @@ from .segmentation_models import (FCN, PRETRAINED, UNet, confusion_matrix, load_
 __all__ = [
     "FCN", "UNet", "train_segmenter", "predict_masks", "confusion_matrix", "load_pretrained",
     "sliding_window_cost", "conv2d_as_matrix", "conv_transpose_footprint", "plot_conv_transpose",
-    "conv_transpose_explorer", "default_conv_transpose2d",
+    "conv_transpose_explorer",
 ]
 
 
@@ -74,26 +75,17 @@ def conv2d_as_matrix(weight: torch.Tensor, input_size: tuple[int, int], stride: 
 # ------------------------------------------------------------------------------------------------
 # The transposed-convolution explorer
 # ------------------------------------------------------------------------------------------------
-def default_conv_transpose2d() -> Callable:
-    """The reference solution where it ships (instructor copy), torch's built-in otherwise."""
-    try:
-        from .reference import conv_transpose2d
-    except ImportError:
-        return F.conv_transpose2d
-    return conv_transpose2d
-
-
 def conv_transpose_footprint(conv_transpose2d: Callable | None = None, *, input_size: int = 3,
                              kernel_size: int = 3, stride: int = 2, padding: int = 0,
                              pixel: tuple[int, int] = (0, 0)) -> dict:
     """Where one input pixel's kernel lands, and how many kernel copies overlap at each output pixel.
 
-    Runs ``conv_transpose2d`` (yours, or the default) twice with an all-ones kernel: on a one-hot
-    input at ``pixel`` (its footprint) and on an all-ones input (the overlap count).
+    Runs ``conv_transpose2d`` (yours; left out: the reference where it ships) twice with an all-ones kernel:
+    on a one-hot input at ``pixel`` (its footprint) and on an all-ones input (the overlap count).
     Returns a dict with ``footprint`` and ``overlap`` (H_out, W_out) arrays, or ``error`` if your
     function raised.
     """
-    fn = conv_transpose2d or default_conv_transpose2d()
+    fn = function_or_reference(conv_transpose2d, "conv_transpose2d", "segmentation")
     n = require_int("input_size", input_size, minimum=1)
     k = require_int("kernel_size", kernel_size, minimum=1)
     s = require_int("stride", stride, minimum=1)
@@ -110,13 +102,16 @@ def conv_transpose_footprint(conv_transpose2d: Callable | None = None, *, input_
     kernel = torch.ones(1, 1, k, k, dtype=torch.float64)
     one_hot = torch.zeros(1, 1, n, n, dtype=torch.float64)
     one_hot[0, 0, i, j] = 1
-    try:
+    def run():
         footprint = fn(one_hot, kernel, None, stride=s, padding=p)
         overlap = fn(torch.ones_like(one_hot), kernel, None, stride=s, padding=p)
-        result["footprint"] = np.asarray(torch.as_tensor(footprint).detach())[0, 0]
-        result["overlap"] = np.asarray(torch.as_tensor(overlap).detach())[0, 0]
-    except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
-        result["error"] = f"your function raised {type(exc).__name__}: {exc}"
+        return tuple(np.asarray(torch.as_tensor(out).detach())[0, 0] for out in (footprint, overlap))
+
+    outputs, error = call_student(run, what="conv_transpose2d")
+    if error:
+        result["error"] = error
+    else:
+        result["footprint"], result["overlap"] = outputs
     return result
 
 
@@ -161,12 +156,12 @@ def conv_transpose_explorer(conv_transpose2d: Callable | None = None):
     """Sliders for input size, kernel size, stride, padding and the input pixel.
 
     Pass your own ``conv_transpose2d`` to see what it does; without one the explorer uses the
-    reference (instructor copy) or ``torch.nn.functional.conv_transpose2d``.
+    reference (instructor copy only).
     Returns the ipywidgets box (display it as a cell's last expression).
     """
     import ipywidgets as widgets
 
-    fn = conv_transpose2d or default_conv_transpose2d()
+    fn = function_or_reference(conv_transpose2d, "conv_transpose2d", "segmentation")
     sliders = {
         "input_size": widgets.IntSlider(3, 1, 6, description="input size"),
         "kernel_size": widgets.IntSlider(3, 1, 5, description="kernel"),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validate import describe, require_float, require_int
+from ._validate import describe, require_callable, require_float, require_int, require_module
 
 __all__ = [
     "default_device",
@@ -98,10 +98,8 @@ def fit(model: nn.Module, loader, loss_fn: Callable, *, epochs: int, lr: float,
     log_every: also print the running loss every ``log_every`` steps
     The model is left in train mode; call ``model.eval()`` before predicting.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable, got {describe(loss_fn)}")
+    require_module("model", model)
+    require_callable("loss_fn", loss_fn)
     epochs = require_int("epochs", epochs, minimum=1)
     lr = require_float("lr", lr, minimum=0)
     weight_decay = require_float("weight_decay", weight_decay, minimum=0)
@@ -178,15 +176,18 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """Run the block with ``model`` in eval mode (BatchNorm statistics, no dropout); its mode is restored after."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    was_training = model.training
+    """Run the block with ``model`` in eval mode (BatchNorm uses its running statistics, no dropout).
+
+    Afterwards, also on error, every submodule gets its own mode back: ``model.train(was_training)`` would
+    put a BatchNorm that the caller froze in eval mode inside a training model back into training.
+    """
+    modes = [(module, module.training) for module in require_module("model", model).modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def load_pretrained_model(name: str, architectures: dict[str, Callable[..., nn.Module]], script: str) -> nn.Module:
@@ -215,8 +216,7 @@ def save_weights(model: nn.Module, path, **metadata) -> None:
     the file loads with ``torch.load(weights_only=True)``. The model's class name and, if it has one,
     its ``config`` dict (constructor arguments) are stored too.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    require_module("model", model)
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or path, got {describe(path)}")
     meta = {"architecture": type(model).__name__, "config": dict(getattr(model, "config", {}) or {})}
@@ -272,8 +272,7 @@ def load_weights(model: nn.Module, path) -> dict:
     Raises ValueError naming the differences if the file was saved from another architecture
     (other class, missing or unexpected parameters, or parameters of another shape).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    require_module("model", model)
     saved = _read(path)
     state, meta = saved["state_dict"], saved.get("metadata", {})
     problems = _state_mismatch(model.state_dict(), state)

@@ -3,7 +3,7 @@
 Demos and widgets of the transformers notebook. The graded operations (``patchify``, ``rms_norm``,
 ``swiglu``, ``top_k_routing``, ``load_balancing_loss``) are NOT here: every function that needs one
 takes it as an argument, so the notebook runs them with the student's code and scripts/tests with
-``lecturelib.reference`` (see :func:`default_functions`).
+``lecturelib.reference`` (see ``lecturelib._student``).
 
 Conventions: images are (N, C, H, W); ``patchify(images, p)`` returns (N, L, C*p*p) with patches in
 row-major order (left to right, then top to bottom) and each patch flattened channel first, the
@@ -21,34 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import describe, require_float, require_int, require_tensor
+from ._student import call_student, function_or_reference
+from ._validate import describe, require_callable, require_float, require_int, require_tensor
+from .layers import Attention
 from .plot import explorer
-from .visualization_models import Attention
 
 __all__ = [
-    "default_functions", "conv_patch_embedding", "patch_view", "plot_patches", "patch_explorer",
+    "conv_patch_embedding", "patch_view", "plot_patches", "patch_explorer",
     "NormBlock", "depth_profile", "plot_depth_profiles",
     "MoELayer", "dense_mlp", "routing_problem", "routing_view", "plot_routing", "routing_explorer",
 ]
-
-GRADED = ("patchify", "rms_norm", "swiglu", "top_k_routing", "load_balancing_loss")
-
-
-def default_functions() -> dict:
-    """The reference implementations of the graded functions (instructor/grader copy only).
-
-    Raises ImportError in the student package, where you pass your own functions instead.
-    """
-    from . import reference
-    return {name: getattr(reference, name) for name in GRADED}
-
-
-def _function(fn, name: str) -> Callable:
-    if fn is None:
-        return default_functions()[name]
-    if not callable(fn):
-        raise TypeError(f"{name} must be a function, got {describe(fn)}")
-    return fn
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,14 +83,11 @@ def patch_view(patchify_fn: Callable, image, patch_size: int) -> dict:
     crop = photo[:, :, :h, :w]
     rows, cols = h // p, w // p
     view = {"patch_size": p, "grid": (rows, cols), "image": crop[0].permute(1, 2, 0).numpy()}
-    try:
-        tokens = torch.as_tensor(patchify_fn(crop, p)).detach()
-    except NotImplementedError:
-        view["error"] = "implement patchify above to see your patches"
+    tokens, error = call_student(patchify_fn, crop, p, what="patchify")
+    if error:
+        view["error"] = error
         return view
-    except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
-        view["error"] = f"your patchify raised {type(exc).__name__}: {exc}"
-        return view
+    tokens = torch.as_tensor(tokens).detach()
     want = (1, rows * cols, 3 * p * p)
     if tuple(tokens.shape) != want:
         view["error"] = f"your patchify returned shape {tuple(tokens.shape)}; expected {want}"
@@ -171,7 +150,7 @@ def patch_explorer(patchify_fn: Callable | None = None, image_name: str = "cat")
     import ipywidgets as widgets
 
     from .data import sample_image
-    fn = _function(patchify_fn, "patchify")
+    fn = function_or_reference(patchify_fn, "patchify", "transformers")
     image = sample_image(image_name)
     slider = widgets.SelectionSlider(options=[8, 12, 16, 24, 32, 48, 64], value=32, description="patch size")
 
@@ -303,10 +282,7 @@ class MoELayer(nn.Module):
         self.k = require_int("k", k, minimum=1)
         if self.k > self.num_experts:
             raise ValueError(f"k ({self.k}) must not exceed num_experts ({self.num_experts})")
-        if not callable(routing_fn):
-            raise TypeError(f"routing_fn must be a function (router_logits, k) -> (indices, weights), "
-                            f"got {describe(routing_fn)}")
-        self.routing_fn = routing_fn
+        self.routing_fn = require_callable("routing_fn", routing_fn)   # (router_logits, k) -> (indices, weights)
         self.temperature = require_float("temperature", temperature, minimum=1e-6)
         self.router = nn.Linear(dim, num_experts, bias=False)
         self.experts = nn.ModuleList(dense_mlp(dim, require_int("hidden", hidden, minimum=1))
@@ -370,17 +346,18 @@ def routing_view(routing_fn: Callable, problem: dict, num_experts: int = 8, k: i
     if k > e:
         view["error"] = f"k = {k} is larger than the number of experts ({e})"
         return view
-    try:
+    def route():
         indices, weights = routing_fn(logits.clone(), k)
         indices, weights = torch.as_tensor(indices).long(), torch.as_tensor(weights, dtype=logits.dtype)
         gates = torch.zeros_like(logits).scatter_add_(1, indices, weights)
-        view["loss"] = float(loss_fn(logits.clone(), indices.clone())) if loss_fn is not None else None
-    except NotImplementedError:
-        view["error"] = "implement top_k_routing (and load_balancing_loss) above to see the routing"
+        loss = float(loss_fn(logits.clone(), indices.clone())) if loss_fn is not None else None
+        return indices, weights, gates, loss
+
+    routed, error = call_student(route, what="top_k_routing" + (" and load_balancing_loss" if loss_fn else ""))
+    if error:
+        view["error"] = error
         return view
-    except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
-        view["error"] = f"your function raised {type(exc).__name__}: {exc}"
-        return view
+    indices, weights, gates, view["loss"] = routed
     view.update(indices=indices.numpy(), weights=weights.numpy(), gates=gates.numpy(),
                 load=torch.bincount(indices.flatten(), minlength=e)[:e].numpy())
     return view
@@ -428,7 +405,7 @@ def routing_explorer(routing_fn: Callable | None = None, loss_fn: Callable | Non
     """
     import ipywidgets as widgets
 
-    routing_fn = _function(routing_fn, "top_k_routing")
+    routing_fn = function_or_reference(routing_fn, "top_k_routing", "transformers")
     problem = problem or routing_problem()
     sliders = {"num_experts": widgets.IntSlider(8, min=2, max=problem["router"].shape[0], description="experts"),
                "k": widgets.IntSlider(2, min=1, max=4, description="k"),

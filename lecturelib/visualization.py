@@ -4,7 +4,7 @@ how good the maps are (pointing game, randomisation sanity check), ViT attention
 Demos of the visualization notebook. The graded operations (``saliency_map``,
 ``class_activation_map``, ``grad_cam``, ``occlusion_map``) are NOT implemented here: every function
 that needs one takes it as an argument (the notebook passes the student's; scripts, the bench and
-tests pass ``lecturelib.reference.<name>``, see :func:`default_functions`). Models and training live in
+tests pass ``lecturelib.reference.<name>``, see ``lecturelib._student``). Models and training live in
 :mod:`lecturelib.visualization_models` and are re-exported here.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import describe, require_float, require_int, require_tensor
+from ._student import call_student
+from ._validate import describe, require_callable, require_float, require_int, require_module, require_tensor
 from .data import Shapes
 from .plot import explorer
 from .train import eval_mode
@@ -28,34 +29,11 @@ from .visualization_models import (CLASS_NAMES, PRETRAINED, ShapesClassifier, Ti
 
 __all__ = [
     "CLASS_NAMES", "PRETRAINED", "ShapesClassifier", "TinyViT", "classification_data", "train_classifier",
-    "predict", "accuracy", "load_pretrained", "default_functions", "first_layer_filters", "upsample_maps",
+    "predict", "accuracy", "load_pretrained", "first_layer_filters", "upsample_maps",
     "pointing_game", "centre_in_box", "evaluate_pointing_game", "guided_relus", "guided_backprop", "guided_grad_cam",
     "randomized_copy", "rank_correlation", "randomization_check", "attention_maps", "attention_rollout",
     "explain", "plot_explanations", "explanation_widget", "occlusion_patch_widget", "gradcam_cam_identity",
 ]
-
-EXERCISES = ("saliency_map", "class_activation_map", "grad_cam", "occlusion_map")
-
-
-def default_functions() -> dict[str, Callable]:
-    """The reference solutions where they ship (instructor copy); an empty dict in the student copy."""
-    try:
-        from . import reference
-    except ImportError:
-        return {}
-    return {name: getattr(reference, name) for name in EXERCISES}
-
-
-def _check_model(model) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    return model
-
-
-def _check_fn(name: str, fn) -> Callable:
-    if not callable(fn):
-        raise TypeError(f"{name} must be a function (yours from the notebook), got {describe(fn)}")
-    return fn
 
 
 # ------------------------------------------------------------------------------------------------
@@ -63,7 +41,7 @@ def _check_fn(name: str, fn) -> Callable:
 # ------------------------------------------------------------------------------------------------
 def first_layer_filters(model: nn.Module) -> torch.Tensor:
     """The weight (out, in, k, k) of the model's first nn.Conv2d (what the lecture shows for AlexNet)."""
-    for module in _check_model(model).modules():
+    for module in require_module("model", model).modules():
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu()
     raise ValueError("the model has no nn.Conv2d layer")
@@ -132,21 +110,21 @@ def evaluate_pointing_game(methods: dict, shapes: Shapes, *, batch_size: int = 1
     """
     images, labels = classification_data(shapes)
     if classes == "predicted":
-        labels = predict(_check_model(model), images).argmax(1)
+        labels = predict(require_module("model", model), images).argmax(1)
     elif classes != "true":
         raise ValueError(f"classes must be 'true' or 'predicted', got {classes!r}")
     results, off_centre = {}, ~centre_in_box(shapes)
+
+    def all_maps(fn):
+        return torch.cat([torch.as_tensor(fn(images[i:i + batch_size], labels[i:i + batch_size])).detach()
+                          for i in range(0, len(images), batch_size)])
+
     for name, fn in methods.items():
-        _check_fn(f"methods[{name!r}]", fn)
+        require_callable(f"methods[{name!r}]", fn)
         start = time.perf_counter()
-        try:
-            maps = torch.cat([torch.as_tensor(fn(images[i:i + batch_size], labels[i:i + batch_size])).detach()
-                              for i in range(0, len(images), batch_size)])
-        except NotImplementedError:
-            results[name] = {"error": "not implemented yet"}
-            continue
-        except Exception as exc:  # noqa: BLE001 - reported in the table instead of a traceback
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+        maps, error = call_student(all_maps, fn, what=name)
+        if error:
+            results[name] = {"error": error}
             continue
         hits = pointing_game(maps, shapes.boxes, shapes.size)
         results[name] = {"hit_rate": float(hits.mean()),
@@ -178,7 +156,7 @@ def guided_relus(model: nn.Module):
     """Inside the block every nn.ReLU module of ``model`` back-propagates the guided way
     (Springenberg et al.): gradient kept only where both the input and the gradient are positive.
     Functional ``F.relu`` calls are not changed (as in captum). Restored on exit, also on error."""
-    relus = [m for m in _check_model(model).modules() if isinstance(m, nn.ReLU)]
+    relus = [m for m in require_module("model", model).modules() if isinstance(m, nn.ReLU)]
     for relu in relus:
         relu.forward = _GuidedReLU.apply  # an instance attribute shadows the class's forward
     try:
@@ -190,7 +168,7 @@ def guided_relus(model: nn.Module):
 
 def guided_backprop(model: nn.Module, images: torch.Tensor, labels) -> torch.Tensor:
     """(N, C, H, W) guided-backprop gradient of each image's class score (model run in eval mode)."""
-    _check_model(model)
+    require_module("model", model)
     require_tensor("images", images, ndim=4, floating=True)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(len(images))
     with eval_mode(model):
@@ -204,7 +182,7 @@ def guided_grad_cam(model: nn.Module, target_layer: nn.Module, images: torch.Ten
                     grad_cam: Callable) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop (N, C, H, W) times the Grad-CAM map upsampled to (H, W)
     and normalised to [0, 1] per image. ``grad_cam`` is your function (or the reference)."""
-    _check_fn("grad_cam", grad_cam)
+    require_callable("grad_cam", grad_cam)
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).expand(len(images))
     cam = upsample_maps(grad_cam(model, target_layer, images, labels), images.shape[-2:])
     return guided_backprop(model, images, labels) * cam[:, None].to(images.dtype)
@@ -216,7 +194,7 @@ def guided_grad_cam(model: nn.Module, target_layer: nn.Module, images: torch.Ten
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` whose layers are re-initialised with random weights (same architecture).
     BatchNorm statistics are reset too. The original model is not touched."""
-    twin = copy.deepcopy(_check_model(model))
+    twin = copy.deepcopy(require_module("model", model))
     state = torch.random.get_rng_state()
     torch.manual_seed(require_int("seed", seed, minimum=0))
     try:
@@ -254,13 +232,16 @@ def randomization_check(model: nn.Module, images: torch.Tensor, labels, methods:
     random_model = randomized_copy(model, seed)
     size = images.shape[-2:]
     results = {}
+
+    def both_maps(fn):
+        return [upsample_maps(fn(m, images, labels), size) for m in (model, random_model)]
+
     for name, fn in methods.items():
-        try:
-            trained = upsample_maps(fn(model, images, labels), size)
-            random = upsample_maps(fn(random_model, images, labels), size)
-        except NotImplementedError:
-            results[name] = {"error": "not implemented yet"}
+        maps, error = call_student(both_maps, fn, what=name)
+        if error:
+            results[name] = {"error": error}
             continue
+        trained, random = maps
         results[name] = {"correlation": float(rank_correlation(trained, random).mean()),
                          "trained": trained, "random": random}
     return results
@@ -278,8 +259,8 @@ def gradcam_cam_identity(model: ShapesClassifier, images: torch.Tensor, classes,
     classes = torch.as_tensor(classes, dtype=torch.long).reshape(-1).expand(len(images))
     last = list(model.blocks().values())[-1]
     gc = torch.as_tensor(grad_cam(model, last, images, classes)).detach()
-    with torch.no_grad():
-        features = model.eval().forward_features(images)
+    with torch.no_grad(), eval_mode(model):      # as grad_cam computes: the caller's modes are restored
+        features = model.forward_features(images)
     cam = torch.as_tensor(class_activation_map(features, model.fc.weight.detach(), classes)).detach()
     hw = features.shape[2] * features.shape[3]
     scaled = F.relu(cam) / hw
@@ -334,28 +315,32 @@ def explain(model: nn.Module, image: torch.Tensor, class_idx: int, layer: str, *
     Pure computation for the widget: returns {"image", "class_idx", "probabilities", "maps":
     {name: (H, W) in [0, 1]}, "errors": {name: message}}. A function left as None is skipped.
     """
-    _check_model(model)
+    require_module("model", model)
     image = require_tensor("image", image, ndim=3, floating=True)
     class_idx = require_int("class_idx", class_idx, minimum=0)
     blocks = model.blocks() if isinstance(model, ShapesClassifier) else {}
     if grad_cam is not None and layer not in blocks:
         raise ValueError(f"layer must be one of {tuple(blocks)}, got {layer!r}")
     batch, labels, size = image[None], torch.tensor([class_idx]), image.shape[-2:]
-    calls = {}
+    calls = {}                                  # panel title: (the student's function's name, the call)
     if grad_cam is not None:
-        calls[f"Grad-CAM ({layer})"] = lambda: grad_cam(model, blocks[layer], batch, labels)
+        calls[f"Grad-CAM ({layer})"] = ("grad_cam", lambda: grad_cam(model, blocks[layer], batch, labels))
     if saliency_map is not None:
-        calls["saliency"] = lambda: saliency_map(model, batch, labels)
+        calls["saliency"] = ("saliency_map", lambda: saliency_map(model, batch, labels))
     if occlusion_map is not None:
-        calls[f"occlusion (patch {patch})"] = lambda: occlusion_map(model, batch, labels, patch, stride)
+        calls[f"occlusion (patch {patch})"] = ("occlusion_map",
+                                               lambda: occlusion_map(model, batch, labels, patch, stride))
     maps, errors = {}, {}
-    for name, call in calls.items():
-        try:
-            maps[name] = upsample_maps(torch.as_tensor(call()).detach(), size)[0].numpy()
-        except NotImplementedError:
-            errors[name] = "not implemented yet"
-        except Exception as exc:  # noqa: BLE001 - shown in the widget instead of a traceback
-            errors[name] = f"{type(exc).__name__}: {exc}"[:200]
+
+    def heat_map(call):
+        return upsample_maps(torch.as_tensor(call()).detach(), size)[0].numpy()
+
+    for name, (what, call) in calls.items():
+        heat, error = call_student(heat_map, call, what=what)
+        if error:
+            errors[name] = error
+        else:
+            maps[name] = heat
     probabilities = predict(model, batch).softmax(1)[0].numpy()
     return {"image": image, "class_idx": class_idx, "probabilities": probabilities, "maps": maps, "errors": errors}
 
@@ -430,16 +415,15 @@ def occlusion_patch_widget(model: nn.Module, image: torch.Tensor, label: int, oc
 
     from .plot import overlay_heatmap
 
-    _check_fn("occlusion_map", occlusion_map)
+    require_callable("occlusion_map", occlusion_map)
     slider = widgets.IntSlider(16, 4, 48, step=4, description="patch")
 
     def view(patch):
-        try:
-            drops = torch.as_tensor(occlusion_map(model, image[None], torch.tensor([label]), patch,
-                                                  max(patch // 4, 1))).detach()[0]
-        except NotImplementedError:
-            return {"patch": patch, "error": "implement occlusion_map first"}
-        return {"patch": patch, "drops": drops}
+        drops, error = call_student(occlusion_map, model, image[None], torch.tensor([label]), patch,
+                                    max(patch // 4, 1), what="occlusion_map")
+        if error:
+            return {"patch": patch, "error": error}
+        return {"patch": patch, "drops": torch.as_tensor(drops).detach()[0]}
 
     def draw(view):
         fig, axes = plt.subplots(1, 2, figsize=(6, 3))

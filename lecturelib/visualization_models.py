@@ -7,19 +7,18 @@
   attention weights can be returned for visualization.
 
 ``load_pretrained("classifier_shapes")`` / ``load_pretrained("vit_shapes")`` give models trained by
-``python scripts/train_visualization.py`` on ``make_classification(TRAIN_SIZE, seed=0)``.
+``python scripts/train_weights.py visualization`` on ``make_classification(TRAIN_SIZE, seed=0)``.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._validate import describe, require_float, require_int, require_tensor
+from ._validate import describe, require_float, require_int, require_module, require_tensor
 from .data import CLASSES, Shapes
+from .layers import Attention
 from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model
 
 __all__ = [
@@ -98,25 +97,6 @@ class ShapesClassifier(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # A tiny vision transformer
 # ------------------------------------------------------------------------------------------------
-class Attention(nn.Module):
-    """Multi-head self-attention that can return its attention weights (N, heads, T, T)."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor):
-        n, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attention = (q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)).softmax(dim=-1)
-        out = (attention @ v).transpose(1, 2).reshape(n, t, d)
-        return self.proj(out), attention
-
-
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -222,8 +202,7 @@ def train_classifier(model: nn.Module, train: Shapes, *, epochs: int, batch_size
     AdamW with a one-cycle schedule peaking at ``lr``; batches shuffled with ``seed``; ``augment``
     applies random flips and 90-degree rotations.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    require_module("model", model)
     epochs = require_int("epochs", epochs, minimum=1)
     batch_size = require_int("batch_size", batch_size, minimum=1)
     lr = require_float("lr", lr, minimum=0)
@@ -241,8 +220,7 @@ def train_classifier(model: nn.Module, train: Shapes, *, epochs: int, batch_size
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """(N, num_classes) logits, computed in eval mode (the model's mode is restored)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
+    require_module("model", model)
     _check_images("images", images)
     with eval_mode(model):
         return torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
@@ -265,5 +243,5 @@ def load_pretrained(name: str) -> nn.Module:
 
     ``model.metadata`` holds how the weights were made (command, seed, epochs, held-out accuracy...).
     """
-    return load_pretrained_model(name, PRETRAINED, "python scripts/train_visualization.py")
+    return load_pretrained_model(name, PRETRAINED, "python scripts/train_weights.py visualization")
 

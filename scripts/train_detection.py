@@ -1,4 +1,4 @@
-"""Train the shipped anchor-based detector: ``python scripts/train_detection.py`` (under a minute on 2 cores).
+"""Recipe of the anchor-based detector's weights (detector_shapes.pt): ``python scripts/train_weights.py detection``.
 
 Deterministic (seeded, 2 threads): trains TinyDetector (8 x 8 grid, 3 square anchors per cell,
 ``lecturelib.detection.DETECTOR_ANCHORS``) on make_shapes(5000, seed=0, occlusion=False), labelling anchors
@@ -9,63 +9,50 @@ decode_boxes and nms (IoU 0.4) and writes lecturelib/weights/detector_shapes.pt 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-import torch
+from lecturelib import data, detection
+from lecturelib import reference as ref
+from lecturelib.train import WEIGHTS_DIR, save_weights, seed_everything
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from lecturelib import data, detection  # noqa: E402
-from lecturelib.train import save_weights, seed_everything  # noqa: E402
-
-OUT = REPO / "lecturelib" / "weights" / "detector_shapes.pt"
+THREADS = 2
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads (the shipped weights: 2; the result depends on it)")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "detector_shapes.pt")
 
-    torch.set_num_threads(args.threads)
+
+def train(args) -> dict:
     seed_everything(args.seed)
     start = time.perf_counter()
-    train = data.make_shapes(args.train_size, seed=0, occlusion=False)
+    train_set = data.make_shapes(args.train_size, seed=0, occlusion=False)
     test = data.make_shapes(args.test_size, seed=1, occlusion=False)
-    ref = detection.default_functions()
     model = detection.TinyDetector(num_anchors=len(detection.DETECTOR_ANCHORS["sizes"])
                                    * len(detection.DETECTOR_ANCHORS["ratios"]))
-    model.anchors.copy_(ref["generate_anchors"](**detection.DETECTOR_ANCHORS))
-    losses = detection.train_detector(model, train, label_fn=ref["label_anchors"], encode_fn=ref["encode_boxes"],
+    model.anchors.copy_(ref.generate_anchors(**detection.DETECTOR_ANCHORS))
+    losses = detection.train_detector(model, train_set, label_fn=ref.label_anchors, encode_fn=ref.encode_boxes,
                                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                      progress=not args.quiet)
+                                      progress=args.progress)
     seconds = time.perf_counter() - start
     model.eval()
-    scores = detection.evaluate(model, test, ref["decode_boxes"], ref["nms"])
+    scores = detection.evaluate(model, test, ref.decode_boxes, ref.nms)
     print(f"trained {args.epochs} epochs in {seconds:.0f} s; held-out mAP@0.5 {scores['map'][0.5]:.3f}, "
           f"mAP@0.75 {scores['map'][0.75]:.3f}; final loss {losses[-1]:.3f}")
-    save_weights(model, args.out, command="python scripts/train_detection.py", seed=args.seed,
-                 epochs=args.epochs, train="make_shapes(%d, seed=0, occlusion=False)" % args.train_size,
-                 test="make_shapes(%d, seed=1, occlusion=False)" % args.test_size, lr=args.lr,
-                 batch_size=args.batch_size,
-                 threads=args.threads, anchors={k: list(v) if isinstance(v, tuple) else v
-                                                for k, v in detection.DETECTOR_ANCHORS.items()},
-                 box_weights=list(detection.BOX_WEIGHTS), positive_iou=0.5, negative_iou=0.3, nms_iou=0.4,
-                 map50=round(scores["map"][0.5], 4), map75=round(scores["map"][0.75], 4),
-                 train_seconds=round(seconds), losses=[round(x, 4) for x in losses])
+    if not args.dry_run:
+        save_weights(model, args.out, command=args.command, seed=args.seed,
+                     epochs=args.epochs, train="make_shapes(%d, seed=0, occlusion=False)" % args.train_size,
+                     test="make_shapes(%d, seed=1, occlusion=False)" % args.test_size, lr=args.lr,
+                     batch_size=args.batch_size,
+                     threads=args.threads, anchors={k: list(v) if isinstance(v, tuple) else v
+                                                    for k, v in detection.DETECTOR_ANCHORS.items()},
+                     box_weights=list(detection.BOX_WEIGHTS), positive_iou=0.5, negative_iou=0.3, nms_iou=0.4,
+                     map50=round(scores["map"][0.5], 4), map75=round(scores["map"][0.75], 4),
+                     train_seconds=round(seconds), losses=[round(x, 4) for x in losses])
     return scores
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,8 @@ from lecturelib.checks import CheckFailed, check
 
 
 def fails(name: str, fn, suite: str = "visible") -> str:
-    """The CheckFailed message of ``check(name, fn, suite)``; fails the test if the check passes."""
+    """The CheckFailed report of ``check(name, fn, suite)``, lines unwrapped (the message students see wraps
+    them at ``core.REPORT_WIDTH``); fails the test if the check passes."""
     with pytest.raises(CheckFailed) as info:
         check(name, fn, suite=suite, verbose=False)
-    return str(info.value)
+    return info.value.result.report()

@@ -30,13 +30,9 @@ def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     limits = {"LECTURELIB_COURSE_ROOT": str(root), "LECTURELIB_CELL_TIMEOUT": "20",
               "LECTURELIB_COLLECT_TIMEOUT": "10", "LECTURELIB_MEMORY_MB": "6144"}
-    saved = {k: os.environ.get(k) for k in limits}
-    os.environ.update(limits)
-    from lecturelib import course as tool
-    tool.release()
-    yield root
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:     # session-scoped: the monkeypatch fixture is per test
+        for key, value in limits.items():
+            patch.setenv(key, value)
+        from lecturelib import course as tool
+        tool.release()
+        yield root

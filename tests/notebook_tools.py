@@ -1,12 +1,12 @@
 """Helpers to execute notebooks in tests (nbclient with the project's kernel)."""
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import nbformat
+import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
@@ -27,14 +27,12 @@ def execute(path: Path, *, cwd: Path | None = None, extra_cells: list[str] = (),
                        connection_file=str(sockets / "connection.json"))
     client = NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
                             resources={"metadata": {"path": str(cwd or path.parent)}})
-    old = dict(os.environ)
     try:
-        if env:
-            os.environ.update(env)
-        client.execute()
+        with pytest.MonkeyPatch.context() as patch:     # the kernel inherits this process's environment
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            client.execute()
     finally:
-        os.environ.clear()
-        os.environ.update(old)
         shutil.rmtree(sockets, ignore_errors=True)
     return nb
 

@@ -12,7 +12,9 @@ from lecturelib import reference as ref
 from lecturelib.boxes import box_cxcywh_to_xyxy, box_iou
 from lecturelib.checks import EXERCISES, check, run_suite
 from lecturelib.checks import detr as detr_checks
-from lecturelib.checks import watch
+from lecturelib.checks import runner
+from lecturelib.checks.core import build_cases
+from lecturelib.hidden import detr as detr_hidden
 
 DETR = [name for name, ex in EXERCISES.items() if ex.topic == "detr"]
 
@@ -234,12 +236,14 @@ def test_scipy_is_refused_by_every_route():
 
 
 def test_the_checkers_own_oracle_is_refused():
-    message = fails("hungarian_match", detr_checks._scipy_assignment)
-    assert "the checker's own oracle" in message
+    """The oracle lives grader-side only; plugged in, it is refused like the library solver it wraps."""
+    assert not hasattr(detr_checks, "_scipy_assignment")
+    message = fails("hungarian_match", detr_hidden._scipy_assignment)
+    assert "scipy.optimize.linear_sum_assignment" in message and "implement it yourself" in message, message
 
 
 def test_exponential_method_hits_the_time_limit(monkeypatch):
-    monkeypatch.setattr(watch, "TIME_LIMIT", 1.0)
+    monkeypatch.setattr(runner, "TIME_LIMIT", 1.0)
 
     def brute_force(cost):
         cost = np.asarray(cost, dtype=float)
@@ -328,8 +332,10 @@ def test_giou_library_iou_and_oracle_are_refused():
         return giou_variant(a, b) + 0 * iou
     message = fails("generalized_box_iou", with_box_iou)
     assert "lecturelib.boxes.box_iou" in message and "implement it yourself" in message
-    message = fails("generalized_box_iou", detr_checks._giou_for_student)
-    assert "the checker's own oracle" in message
+    # The oracle is grader-side only; the giou_fn the cost's checks hand out only looks up its own case's boxes.
+    assert not hasattr(detr_checks, "_giou_oracle") and not hasattr(detr_checks, "_giou_for_student")
+    giou_fn = build_cases("detr_matching_cost")[1][0].calls[0].kwargs["giou_fn"]
+    assert "giou_fn was given boxes that are not the boxes of this check" in fails("generalized_box_iou", giou_fn)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from check_tools import fails
 from lecturelib import reference as ref
 from lecturelib.checks import EXERCISES, check
-from lecturelib.checks.core import Call
 from lecturelib.checks.visualization import TinyCNN, model_state
 
 VISUALIZATION = [name for name, ex in EXERCISES.items() if ex.topic == "visualization"]
@@ -394,27 +393,26 @@ def test_occlusion_mean_baseline_is_named():
 # ---------------------------------------------------------------------------------------------
 # The isolated grader: calls run on unpickled copies, the verdict comes from plain outcomes only
 # ---------------------------------------------------------------------------------------------
-def _isolated_verdicts(fn, tmp_path, suite="visible"):
-    """What lecturelib.grading does: calls saved with torch.save, run by collect.run (on copies of the
-    models), outcomes read back as plain data and verified against freshly built cases."""
+def _isolated_verdicts(fn, suite="visible"):
+    """What lecturelib.grading does: the calls go to the grader's own copy of the runner as a payload
+    (torch.save, so the models are unpickled copies), the outcomes come back as a JSON reply of plain data,
+    and are verified against freshly built cases."""
     from lecturelib.checks.core import build_cases, verify_case
-    from lecturelib.grading import collect, protocol
+    from lecturelib.grading import protocol
 
     _, cases = build_cases("grad_cam", suite)
-    protocol.save_calls([case.calls for case in cases], tmp_path / "calls.pt")
-    collect.run("grad_cam", fn, str(tmp_path / "calls.pt"), str(tmp_path / "outcomes"))
-    outcomes, forbidden = protocol.load_outcomes(tmp_path / "outcomes")
+    payload, nonces = protocol.request(cases, EXERCISES["grad_cam"].forbidden)
+    reply = eval(protocol.collector_expression("fn", payload, "n0"), {"fn": fn})
+    outcomes, forbidden, problems = protocol.read_reply(repr(reply), nonces, [len(c.calls) for c in cases])
+    assert not problems
     return [verify_case(case, outcome, used) for case, outcome, used in zip(cases, outcomes, forbidden)]
 
 
-def test_isolated_grading_passes_the_reference_and_keeps_the_callers_grads(tmp_path):
-    assert all(r.passed for r in _isolated_verdicts(ref.grad_cam, tmp_path)), "pickled models must keep .grad"
+def test_isolated_grading_passes_the_reference_and_keeps_the_callers_grads():
+    assert all(r.passed for r in _isolated_verdicts(ref.grad_cam)), "pickled models must keep .grad"
 
 
-@pytest.mark.xfail(not hasattr(Call(), "observed_by"), strict=True,
-                   reason="the model's state after a call can only cross the sandbox boundary with Call observers "
-                          "(Call.observed_by / core.Observed, proposed for checks/core.py and grading/)")
-def test_isolated_grading_sees_hooks_left_registered(tmp_path):
-    results = _isolated_verdicts(lambda *a: student_grad_cam(*a, remove="never"), tmp_path)
+def test_isolated_grading_sees_hooks_left_registered():
+    results = _isolated_verdicts(lambda *a: student_grad_cam(*a, remove="never"))
     assert not any(r.passed for r in results)
     assert "hooks left registered" in results[0].message

@@ -11,6 +11,7 @@ import torch
 
 from lecturelib import data, detection
 from lecturelib import reference as ref
+from lecturelib._student import reference_functions
 from lecturelib.boxes import box_iou
 from lecturelib.train import read_metadata
 
@@ -18,7 +19,7 @@ matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "03_detection" / "detection.ipynb"
 WEIGHTS = REPO / "lecturelib" / "weights" / "detector_shapes.pt"
-GRADED = detection.GRADED
+GRADED = ref.detection.__all__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +159,9 @@ def test_detection_loss_is_small_for_a_perfect_output_and_larger_for_a_random_on
 def test_shipped_detector_is_small_trained_with_these_anchors_and_good_enough():
     assert WEIGHTS.stat().st_size < 1_000_000
     meta = read_metadata(WEIGHTS)
-    assert meta["command"] == "python scripts/train_detection.py" and meta["map50"] >= 0.9
+    # the shipped file predates the one `make weights` entry; a retrained one names it
+    assert meta["command"] in ("python scripts/train_detection.py", "python scripts/train_weights.py detection")
+    assert meta["map50"] >= 0.9
     model = detection.load_pretrained()
     assert not model.training
     assert torch.equal(model.anchors, ref.generate_anchors(**detection.DETECTOR_ANCHORS))
@@ -229,12 +232,7 @@ def test_roi_align_follows_a_sliding_box_and_roi_pool_jumps():
     assert np.abs(curve["pool"] - curve["pool"][0] - shifts).max() >= 0.5 - 1e-9
 
 
-def test_batched_roi_sample_equals_roi_align_with_one_sample_per_bin():
-    g = torch.Generator().manual_seed(0)
-    features = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
-    boxes = torch.tensor([[3.0, 5.0, 40.0, 30.0], [10, 10, 60, 62], [5, 8, 20, 58]], dtype=torch.float64)
-    expected = detection.roi_align(features, [boxes], 7, spatial_scale=1 / 8, sampling_ratio=1, aligned=True)
-    torch.testing.assert_close(detection._roi_sample(features, boxes, 7, 1 / 8), expected)
+def test_ramp_features_hold_the_ramp_at_cell_centres():
     ramp = detection.ramp_features(3, 4, a=2.0, b=1.0, c=0.5)
     assert ramp.shape == (1, 1, 3, 4) and float(ramp[0, 0, 2, 1]) == 2 * 1.5 + 2.5 + 0.5
 
@@ -275,7 +273,7 @@ def test_student_modules_hold_no_graded_implementation():
 
 def test_reference_exports_the_graded_functions():
     assert set(GRADED) <= set(ref.__all__)
-    assert set(detection.default_functions()) == set(GRADED)
+    assert set(reference_functions("detection")) == set(GRADED)
 
 
 def _notebook_solutions() -> dict:
@@ -297,9 +295,7 @@ def test_notebook_solutions_pass_both_suites():
 def test_notebook_points_and_structure():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     points = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"] for c in nb.cells
-              if c.metadata.get("nbgrader", {}).get("grade")}
-    assert points == {"test_encode_boxes": 1, "test_decode_boxes": 2, "test_generate_anchors": 5,
-                      "test_label_anchors": 3, "test_nms": 3}
+              if c.metadata.get("nbgrader", {}).get("grade")}     # agree with the README: tests/test_topics.py
     intro = nb.cells[0].source
     for name, value in points.items():
         assert f"`{name.removeprefix('test_')}`" in intro and f"| {value} |" in intro

@@ -71,18 +71,19 @@ def test_training_uses_the_given_functions_and_lowers_the_loss():
 
 @pytest.mark.slow
 def test_training_script_writes_loadable_weights_with_metadata(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_detection", Path(__file__).resolve().parent.parent / "scripts"
-                                                  / "train_detection.py")
+    spec = importlib.util.spec_from_file_location("train_weights", Path(__file__).resolve().parent.parent / "scripts"
+                                                  / "train_weights.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     out = tmp_path / "tiny.pt"
     threads = torch.get_num_threads()
     try:
-        scores = script.main(["--epochs", "1", "--train-size", "128", "--test-size", "50", "--out", str(out),
-                              "--quiet"])
+        options = ["--epochs", "1", "--train-size", "128", "--test-size", "50", "--out", str(out)]
+        scores = script.main(["detection", *options, "--no-progress"])["detection"]
     finally:
         torch.set_num_threads(threads)
     meta = read_metadata(out)
+    assert meta["command"] == "python scripts/train_weights.py detection " + " ".join(options) and meta["threads"] == 2
     assert meta["epochs"] == 1 and meta["map50"] == round(scores["map"][0.5], 4)
     assert meta["test"] == "make_shapes(50, seed=1, occlusion=False)" and len(meta["losses"]) == 1
     assert meta["anchors"] == {"feature_size": [8, 8], "stride": 8, "sizes": [12, 18, 26], "ratios": [1.0]}

@@ -1,10 +1,11 @@
-"""RoIPool and RoIAlign against a scalar port of torchvision's C++ kernels and exact properties."""
+"""RoIPool and RoIAlign (``lecturelib.rois``) against a scalar port of torchvision's C++ kernels and exact
+properties."""
 import math
 
 import pytest
 import torch
 
-from lecturelib.detection import roi_align, roi_pool, rois_from_boxes
+from lecturelib.rois import roi_align, roi_pool, roi_pool_cells, rois_from_boxes
 
 
 def _bilinear_scalar(f, y, x):
@@ -96,6 +97,15 @@ def test_roi_pool_takes_max_over_rounded_bins():
     assert out[0, 0].tolist() == [[9.0, 11.0], [25.0, 27.0]]
     empty = roi_pool(features, torch.tensor([[0, 20.0, 20.0, 30.0, 30.0]]), 2)
     assert (empty == 0).all()
+
+
+def test_roi_pool_rounds_half_away_from_zero_like_torchvision():
+    """torchvision rounds with C++'s std::round: the box 1.5..2.5 covers cells 2..3, whose max is 15 (Python's
+    round, half to even, would give cells 2..2 and 10)."""
+    features = torch.arange(16.).reshape(1, 1, 4, 4)
+    assert roi_pool(features, torch.tensor([[0, 1.5, 1.5, 2.5, 2.5]]), (1, 1)).item() == 15.0
+    assert roi_pool_cells((0.5, 1.5, 2.5, -0.5)) == (1, 2, 3, -1)
+    assert roi_pool_cells((3.0, 5.0, 11.0, 13.0), 0.25) == (1, 1, 3, 3)     # 0.75, 1.25, 2.75, 3.25
 
 
 def test_list_of_boxes_equals_rois_tensor(problem):

@@ -13,6 +13,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lecturelib import data, detr
 from lecturelib import reference as ref
+from lecturelib._student import reference_functions
 from lecturelib.reference.detr import render_trace_markdown, trace_hungarian
 from lecturelib.train import read_metadata
 
@@ -20,7 +21,7 @@ matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "04_detr" / "detr.ipynb"
 WEIGHTS = REPO / "lecturelib" / "weights" / "detr_shapes.pt"
-GRADED = ("hungarian_match", "generalized_box_iou", "detr_matching_cost", "match_batch")
+GRADED = ref.detr.__all__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_greedy_is_worse_than_the_optimum_on_the_toy_matrix():
 
 def test_the_weights_change_the_toy_matching():
     problem = detr.toy_matching_problem()
-    fns = detr.default_functions()
+    fns = reference_functions("detr")
     seen = {}
     for weights in [(1, 5, 2), (5, 0, 0), (2, 1, 1)]:
         view = detr.matching_view(problem, fns["detr_matching_cost"], fns["hungarian_match"], *weights)
@@ -219,7 +220,9 @@ def test_training_runs_and_the_matcher_sees_every_image():
 def test_shipped_weights_load_are_small_and_good_enough():
     assert WEIGHTS.stat().st_size < 2_000_000
     meta = read_metadata(WEIGHTS)
-    assert meta["command"] == "python scripts/train_detr.py" and meta["map50"] >= 0.88
+    # the shipped file predates the one `make weights` entry; a retrained one names it
+    assert meta["command"] in ("python scripts/train_detr.py", "python scripts/train_weights.py detr")
+    assert meta["map50"] >= 0.88
     model = detr.load_pretrained()
     assert not model.training and model.metadata["epochs"] == meta["epochs"]
     held_out = data.make_shapes(200, seed=1, occlusion=False)
@@ -251,14 +254,14 @@ def _defined_functions(path: Path) -> set[str]:
 
 
 def test_student_modules_hold_no_graded_implementation():
-    for module in ("detr.py", "boxes.py", "evaluation.py", "checks/detr.py"):
+    for module in ("detr.py", "detr_models.py", "boxes.py", "evaluation.py", "checks/detr.py"):
         names = _defined_functions(REPO / "lecturelib" / module)
         assert not names & set(GRADED), (module, names & set(GRADED))
 
 
 def test_reference_exports_the_graded_functions():
     assert set(GRADED) <= set(ref.__all__)
-    assert set(detr.default_functions()) == set(GRADED)
+    assert set(reference_functions("detr")) == set(GRADED)
 
 
 @pytest.mark.parametrize("name", GRADED)

@@ -3,9 +3,12 @@ realistic wrong implementations of each exercise to the message naming their cau
 from __future__ import annotations
 
 import importlib
+import re
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 
 from check_tools import fails
 from lecturelib import reference as ref
@@ -26,9 +29,10 @@ def test_reference_passes(name, suite):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hidden_suite_has_its_own_cases(name):
-    specs = importlib.import_module(f"lecturelib.hidden.{EXERCISES[name].topic}").SPECS[name]
-    assert specs
-    assert not [spec for spec in specs if spec in EXERCISES[name].visible]
+    module = importlib.import_module(f"lecturelib.hidden.{EXERCISES[name].topic}")
+    specs = module.SPECS[name]
+    assert specs and module.VISIBLE[name]
+    assert not [spec for spec in specs if spec in module.VISIBLE[name]]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -68,7 +72,8 @@ def test_no_graded_function_is_implemented_where_students_can_read_it():
     from pathlib import Path
 
     package = Path(importlib.import_module("lecturelib").__file__).parent
-    grader_only = {"reference", "hidden", "grading", "course.py"}
+    from lecturelib.grading.paths import GRADER_ONLY
+    grader_only = set(GRADER_ONLY)
     for path in package.rglob("*.py"):
         if grader_only & set(path.relative_to(package).parts):
             continue
@@ -77,3 +82,61 @@ def test_no_graded_function_is_implemented_where_students_can_read_it():
         assert not defined & set(EXERCISES), (path.name, defined & set(EXERCISES))
         top_level = [node for node in tree.body if isinstance(node, ast.ImportFrom)]
         assert not [n for n in top_level if n.module and "reference" in n.module.split(".")], path.name
+
+
+def _perturbed(value):
+    """A plausible wrong answer of the same type: every float off by a little, every int by one."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            return value * 1.5 + 0.25
+        if value.dtype == torch.bool:
+            return ~value
+        return value + 1
+    if isinstance(value, np.ndarray):
+        return value * 1.5 + 1
+    if isinstance(value, (tuple, list)):
+        return type(value)(_perturbed(v) for v in value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 1.5 + 1
+    return value
+
+
+def _reshaped(value):
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value[None]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_reshaped(v) for v in value)
+    return [value]
+
+
+_REVEALING = re.compile(r"expected \(|expected \[|expected -?\d|entries are off|first mismatch|rel_error|"
+                        r"has shape \(|secret-input-9x7")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hidden_failures_reveal_no_expected_value(name):
+    """Feedback on a hidden case names the case and the likely cause, never the expected shape, values, counts, or
+    the inputs (a student's own exception message may quote them: it is not shown either)."""
+    reference = getattr(ref, name)
+
+    def raising(*args, **kwargs):
+        raise ValueError("secret-input-" + "9x7 does not fit")  # as if the message quoted an input
+
+    wrong = [lambda *a, **k: _perturbed(reference(*a, **k)), lambda *a, **k: _reshaped(reference(*a, **k)), raising]
+    for fn in wrong:
+        result = run_suite(name, fn, "hidden")
+        assert not result.passed
+        for case in result.failures:
+            assert case.name.startswith("hidden case"), case.name
+            assert not _REVEALING.search(case.message), (case.name, case.message)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forbidden_ops_cross_the_sandbox_as_data(name):
+    """What an exercise forbids travels into the sandbox as plain data, and is rebuilt there to the same watches."""
+    from lecturelib.checks.runner import forbidden_from_spec, forbidden_spec
+    spec = forbidden_spec(EXERCISES[name].forbidden)
+    assert forbidden_spec(forbidden_from_spec(spec)) == spec
+    assert all(isinstance(x, (str, int, float, bool, type(None), list, tuple)) for entry in spec for x in entry)

@@ -8,7 +8,7 @@ from lecturelib import data
 from lecturelib import instance_segmentation as inst
 from lecturelib import reference as ref
 from lecturelib.boxes import box_iou
-from lecturelib.detection import roi_align
+from lecturelib.rois import roi_align
 from lecturelib.evaluation import evaluate_detections
 
 
@@ -143,7 +143,9 @@ def shipped():
 
 def test_shipped_weights_record_how_they_were_made(shipped):
     meta = shipped.metadata
-    assert meta["command"] == "python scripts/train_instance_segmentation.py"
+    # the shipped file predates the one `make weights` entry; a retrained one names it
+    assert meta["command"] in ("python scripts/train_instance_segmentation.py",
+                               "python scripts/train_weights.py instance_segmentation")
     assert meta["mask_map50"] >= 0.8 and meta["box_map50"] >= 0.9
     assert not shipped.training
 

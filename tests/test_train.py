@@ -1,4 +1,6 @@
 """Tests of the shared training utilities (lecturelib.train)."""
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -206,3 +208,17 @@ def test_eval_mode_restores_the_mode_even_after_an_error():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         with eval_mode("model"):
             pass
+
+
+def test_eval_mode_restores_each_submodules_own_mode():
+    """A BatchNorm frozen in eval mode (fine-tuning keeps its statistics) inside a model in train mode comes back
+    frozen, also after an error; the rest comes back in train mode."""
+    from lecturelib.train import eval_mode
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5)).train()
+    model[1].eval()
+    for fail in (False, True):
+        with contextlib.suppress(RuntimeError), eval_mode(model):
+            assert not any(m.training for m in model.modules())
+            if fail:
+                raise RuntimeError("boom")
+        assert [m.training for m in model.modules()] == [True, True, False, True]

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from lecturelib import data, reference as ref, visualization as vis
+from lecturelib._student import reference_functions
 from lecturelib.checks.visualization import TinyCNN, model_state
 from lecturelib.visualization_models import WEIGHTS_DIR
 
@@ -45,7 +46,9 @@ def test_shipped_classifier_is_accurate_and_documented(classifier, held_out):
     assert not classifier.training
     assert vis.accuracy(classifier, held_out) >= 0.95
     meta = classifier.metadata
-    assert meta["command"].startswith("python scripts/train_visualization.py")
+    # the shipped file predates the one `make weights` entry; a retrained one names it
+    assert meta["command"].startswith(("python scripts/train_visualization.py",
+                                       "python scripts/train_weights.py visualization"))
     assert meta["held_out_accuracy"] >= 0.97
     assert set(meta["pointing_game"]) == set(classifier.blocks())
     assert max(meta["pointing_game"].values()) >= 0.9   # Grad-CAM's best layer points at the object
@@ -133,10 +136,10 @@ def test_reference_grad_cam_leaves_the_model_as_it_was():
     assert before["hooks"] == after["hooks"] == {}
     assert before["training"] == after["training"]
     assert before["requires_grad"] == after["requires_grad"]
-    assert torch.equal(before["grad"]["fc.weight"], after["grad"]["fc.weight"])
+    assert before["grad"]["fc.weight"] == after["grad"]["fc.weight"] == [float(model.fc.weight.numel()),
+                                                                          float(model.fc.weight.numel())]
     assert after["grad"]["conv2.weight"] is None
-    for name in before["buffers"]:
-        assert torch.equal(before["buffers"][name], after["buffers"][name])
+    assert before["buffers"] == after["buffers"] and before["buffers"]
 
 
 def test_reference_grad_cam_removes_its_hook_on_error():
@@ -201,7 +204,7 @@ def test_evaluate_pointing_game_reports_errors_and_rates(held_out):
         maps[:, 4, 4] = 1
         return maps
     out = vis.evaluate_pointing_game({"stub": stub, "centre": center}, held_out.subset(range(20)), batch_size=7)
-    assert out["stub"] == {"error": "not implemented yet"}
+    assert out["stub"] == {"error": "implement stub above"}
     assert 0 <= out["centre"]["hit_rate"] <= 1 and len(out["centre"]["hits"]) == 20
 
 
@@ -278,14 +281,14 @@ def test_explain_runs_given_functions_and_reports_stubs(classifier, held_out):
     out = vis.explain(classifier, images[0], int(labels[0]), "block3", grad_cam=ref.grad_cam,
                       saliency_map=stub, occlusion_map=ref.occlusion_map, patch=16, stride=8)
     assert set(out["maps"]) == {"Grad-CAM (block3)", "occlusion (patch 16)"}
-    assert out["errors"] == {"saliency": "not implemented yet"}
+    assert out["errors"] == {"saliency": "implement saliency_map above"}
     for heat in out["maps"].values():
         assert heat.shape == (64, 64) and heat.min() >= 0 and heat.max() <= 1
     assert out["probabilities"].sum() == pytest.approx(1, abs=1e-5)
 
 
 def test_explanation_widget_draws(classifier, held_out):
-    functions = vis.default_functions()
+    functions = reference_functions("visualization")
     assert set(functions) == {"saliency_map", "class_activation_map", "grad_cam", "occlusion_map"}
     box = vis.explanation_widget(classifier, held_out.subset(range(5)), grad_cam=functions["grad_cam"],
                                  saliency_map=functions["saliency_map"], occlusion_map=functions["occlusion_map"])

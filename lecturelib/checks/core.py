@@ -1,45 +1,64 @@
 """The check framework: one entry point, one result type, messages that say what is wrong.
 
 An *exercise* is a named function that students implement. Its checks are a list of *cases*; a case
-calls the student's function one or more times (``calls``) and then *verifies* what came back. The
-split matters for honest grading: the student's code only ever turns inputs into outputs, and the
-outputs are first reduced to plain data (exact ``torch.Tensor`` / ``np.ndarray`` / numbers, copied)
-by :func:`sanitize` before any comparison. The verdict is computed from that plain data alone, so it
-can be computed in another process than the one that ran the student's code.
+calls the student's function one or more times (``calls``) and then *verifies* what came back. A case
+is plain data: its calls' inputs, the name of a verifier, and ``data`` (expected outputs, the outputs
+that known mistakes produce on these inputs, ...). The verifiers are code in this package
+(``checks/<topic>.py``) and need no answer: they compare the student's outcomes with ``data`` and check
+properties (shapes, linearity, adjointness, hooks removed). What computes ``data`` (oracles, the known
+mistakes) is grader-side, in ``lecturelib.hidden``; the student package ships the visible cases as a
+data file written by ``make release`` (``checks/visible/<topic>.pt``), never the code that made them.
 
-Writing the checks of a new exercise (see ``checks/segmentation.py`` for complete examples)::
+The student's code only ever turns inputs into outputs, and the outputs are first reduced to plain
+data (exact ``torch.Tensor`` / ``np.ndarray`` / numbers, copied) by :func:`sanitize` before any
+comparison, so the verdict can be computed in another process than the one that ran the student's code.
 
-    def _cases(specs, reveal):              # specs: plain dicts, visible here, hidden in lecturelib.hidden
+Writing the checks of a new exercise (see ``checks/segmentation.py`` and ``hidden/segmentation.py``)::
+
+    # lecturelib/hidden/<topic>.py (grader side): specs -> cases, with oracles and known mistakes
+    def _my_op_cases(specs, reveal):
         for spec in specs:
-            x = ...                         # inputs, deterministic from the spec's seed
-            expected = oracle(x)            # an independent oracle: torch built-in, scipy, brute force
-            def verify(outcomes, x=x, expected=expected):
-                got = expect_tensor(outcomes[0], shape=expected.shape, dtype=expected.dtype)
-                compare(got, expected, diagnose=lambda g: my_diagnosis(g, x), reveal=reveal)
-            yield Case(describe(spec), [Call(x)], verify)
+            x = ...                                   # inputs, deterministic from the spec's seed
+            data = {"expected": oracle(x), "mistakes": mistake_outputs(MY_OP_MISTAKES, x)}
+            yield Case(describe(spec), [Call(x)], "my_op", data)
 
-    register(Exercise("my_op", topic="segmentation", summary="...", cases=_cases, visible=[...]))
+    # lecturelib/checks/<topic>.py (student side): the verifier, and the exercise
+    @verifier("my_op")
+    def _verify_my_op(outcomes, data, reveal):
+        got = expect_tensor(outcomes[0], shape=data["expected"].shape, dtype=data["expected"].dtype)
+        compare(got, data["expected"], diagnose=lambda g: known_mistake(g, data["mistakes"]))
+
+    register(Exercise("my_op", topic="<topic>", summary="..."))
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
+import functools
+import io
+import os
+import textwrap
 import importlib
 import numbers
 import time
-import traceback
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from .runner import (Call, CallableWatch, ForbiddenCallable, ForbiddenOp, NotPlainData, Observed, Raised,
+                     TorchFunctionWatch, forbidden_ops_used, run_call, run_calls, sanitize)
 
 __all__ = [
     "Call", "Case", "CaseResult", "CheckFailed", "CheckResult", "Exercise", "Raised", "Mismatch",
     "EXERCISES", "HiddenSuiteUnavailable", "check", "compare", "expect_tensor", "expect_array",
     "expect_number", "expect_raises", "register", "rel_error", "run_case", "sanitize",
-    "ForbiddenOp", "forbidden_ops_used",
+    "ForbiddenOp", "forbidden_ops_used", "verifier", "explainer", "known_mistake", "run_suite",
+    # re-exported from .runner, where the call loop lives
+    "matches", "revealing", "CallableWatch", "ForbiddenCallable", "NotPlainData", "Observed", "TorchFunctionWatch", "run_call", "run_calls",
 ]
 
 SUITES = ("visible", "hidden")
@@ -83,8 +102,9 @@ class CheckResult:
         mark = "PASSED" if self.passed else "FAILED"
         return f"{mark} {self.exercise} ({self.suite}): {ok}/{n} cases passed in {self.seconds:.2f} s"
 
-    def report(self) -> str:
-        """The headline, what was verified, and the first failure in full."""
+    def report(self, width: int | None = None) -> str:
+        """The headline, what was verified, and the first failure in full; failure lines wrapped at
+        ``width`` characters (the message of :class:`CheckFailed` uses ``REPORT_WIDTH``)."""
         lines = [self.headline()]
         if self.passed:
             return lines[0] + (f"; verified: {self.summary}" if self.summary else "")
@@ -94,7 +114,7 @@ class CheckResult:
         if rest:
             lines.append("  also failing: " + "; ".join(f"'{c.name}'" for c in rest[:6])
                          + (" ..." if len(rest) > 6 else ""))
-        return "\n".join(lines)
+        return "\n".join(_wrap(line, width) if width else line for line in lines)
 
     __str__ = report
 
@@ -109,16 +129,29 @@ class CheckResult:
                    float(d["seconds"]), d.get("summary", ""))
 
 
+REPORT_WIDTH = 80  # nbgrader validate (CLI and the Validate dialog) cuts lines at 83 characters
+
+
+def _wrap(line: str, width: int) -> str:
+    """Wrap a long report line at word boundaries, continuation lines indented under its text."""
+    if len(line) <= width:
+        return line
+    indent = line[:len(line) - len(line.lstrip())]
+    return textwrap.fill(line, width=width, subsequent_indent=indent + "  ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
 class CheckFailed(AssertionError):
     """Raised by :func:`check` when a case fails. ``.result`` holds the full :class:`CheckResult`."""
 
     def __init__(self, result: CheckResult):
-        super().__init__(result.report())
+        super().__init__(result.report(REPORT_WIDTH))
         self.result = result
 
     def _render_traceback_(self) -> list[str]:
-        """What IPython (the notebook, nbgrader validate) shows: the report, not the checker's stack."""
-        return f"{type(self).__name__}: {self}".splitlines()
+        """What IPython (the notebook, nbgrader validate) shows: the report, not the checker's stack; the report
+        starts on its own line, so no line is longer than ``REPORT_WIDTH`` (nbgrader validate cuts them)."""
+        return [f"{type(self).__name__}:", *str(self).splitlines()]
 
 
 class HiddenSuiteUnavailable(RuntimeError):
@@ -132,242 +165,139 @@ class Mismatch(Exception):
 # --------------------------------------------------------------------------------------------
 # Calling the student's function
 # --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Raised:
-    """The student's function raised: its exception type and message, as plain data."""
-
-    type_name: str
-    message: str
-    where: str = ""
-
-    def describe(self) -> str:
-        text = f"{self.type_name}: {self.message}" if self.message else self.type_name
-        return text + (f"\n  (raised at {self.where})" if self.where else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class ForbiddenOp:
-    """A library operator that an exercise asks the student to implement by hand.
-
-    ``aten`` is the ATen operator name seen by torch's dispatcher (so calls through any alias,
-    an ``nn.Module`` or autograd are all seen); ``when`` optionally filters on its arguments.
-    """
-
-    aten: str
-    what: str
-    when: Callable[[tuple], bool] | None = None
-
-
-class _ForbiddenOpRecorder(TorchDispatchMode):
-    """Records which forbidden ATen operators run while it is active (forward and backward)."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # Checks are never compiled: without this, the first check imports torch._dynamo (about 1 s).
-        return False
-
-    def __init__(self, forbidden: Sequence[ForbiddenOp]):
-        super().__init__()
-        self._by_name: dict[str, list[ForbiddenOp]] = {}
-        for op in forbidden:
-            self._by_name.setdefault(op.aten, []).append(op)
-        self.used: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        for op in self._by_name.get(func.overloadpacket.__name__, ()):
-            if (op.when is None or op.when(args)) and op.what not in self.used:
-                self.used.append(op.what)
-        return func(*args, **(kwargs or {}))
-
-
-@contextlib.contextmanager
-def forbidden_ops_used(forbidden: Sequence[ForbiddenOp]):
-    """Context manager yielding a list that fills with the forbidden ops called inside it.
-
-    Besides ``ForbiddenOp`` (ATen operators), ``forbidden`` may hold watchers of what the dispatcher
-    cannot see: any object with a ``watch(used)`` method returning a context manager that appends the
-    names of forbidden things called inside it to ``used`` (e.g. Python callables such as scipy's
-    solvers, see ``checks/detr.py``).
-    """
-    if not forbidden:
-        yield []
-        return
-    recorder = _ForbiddenOpRecorder([op for op in forbidden if isinstance(op, ForbiddenOp)])
-    with contextlib.ExitStack() as stack:
-        if recorder._by_name:
-            stack.enter_context(recorder)
-        for watcher in forbidden:
-            if not isinstance(watcher, ForbiddenOp):
-                stack.enter_context(watcher.watch(recorder.used))
-        yield recorder.used
-
-
-@dataclasses.dataclass
-class Call:
-    """One call of the student's function: ``fn(*args, **kwargs)``.
-
-    ``observer`` (set with :meth:`observed_by`) is a module-level function ``observer(args, kwargs)``
-    that the harness runs right after the call, where the call ran, whether it returned or raised; its
-    result (plain data, e.g. a model's hooks and modes) comes back with the outcome as :class:`Observed`.
-    """
-
-    args: tuple = ()
-    kwargs: dict = dataclasses.field(default_factory=dict)
-    observer: Callable | None = None
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-        self.kwargs = kwargs
-        self.observer = None
-
-    def observed_by(self, observer: Callable) -> "Call":
-        self.observer = observer
-        return self
-
-
-@dataclasses.dataclass(frozen=True)
-class Observed:
-    """The outcome of an observed call (``value``: plain data or Raised) and what its observer saw."""
-
-    value: Any
-    facts: Any
-
-
 @dataclasses.dataclass
 class Case:
-    """A named check: the calls to make, and ``verify(outcomes)`` which raises :class:`Mismatch`.
+    """A named check, as plain data: the calls to make, and how to verify their outcomes.
 
-    ``outcomes`` has one entry per call: the sanitized return value, or a :class:`Raised`.
-    Unless ``expects_error`` is set, a call that raised fails the case before ``verify`` runs;
-    ``explain_error(raised)`` may then name a likely cause of the exception.
+    ``verify`` names a verifier registered with :func:`verifier`; it is called as
+    ``verifier(outcomes, data, reveal)`` and raises :class:`Mismatch`. ``outcomes`` has one entry per
+    call: the sanitized return value, or a :class:`Raised`. Unless ``expects_error`` is set, a call that
+    raised fails the case before the verifier runs; the explainer registered under ``explain`` (if any)
+    may then name a likely cause of the exception. ``reveal`` is False for hidden cases: their messages
+    show no inputs, expected values, shapes or counts. ``about`` says what a hidden case is about (its
+    name would reveal the inputs: the feedback shows hidden cases as "hidden case i (about)").
     """
 
     name: str
-    calls: list[Call]
-    verify: Callable[[list], None]
+    calls: list
+    verify: str
+    data: dict = dataclasses.field(default_factory=dict)
     expects_error: bool = False
-    explain_error: Callable[[Raised], str | None] | None = None
-    about: str = ""  # what a hidden case is about, safe to show (its name reveals the inputs)
+    explain: str | None = None
+    about: str = ""
+    reveal: bool = True
+
+    def to_dict(self) -> dict:
+        calls = [(call.args, call.kwargs, call.observer) for call in self.calls]
+        return {"name": self.name, "calls": calls, "verify": self.verify, "data": self.data,
+                "expects_error": self.expects_error, "explain": self.explain, "about": self.about,
+                "reveal": self.reveal}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Case":
+        calls = [Call(*args, **kwargs).observed_by(observer) for args, kwargs, observer in d["calls"]]
+        return cls(d["name"], calls, d["verify"], d["data"], d["expects_error"], d["explain"], d["about"],
+                   d["reveal"])
 
 
-def _clone_arg(value):
-    """Fresh copies of tensor/array arguments, so a function that modifies its input in place
-    cannot change the inputs of the oracle or of later calls."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_clone_arg(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _clone_arg(v) for k, v in value.items()}
-    return value
+VERIFIERS: dict[str, Callable[[list, dict, bool], None]] = {}
+EXPLAINERS: dict[str, Callable[[Raised, dict], str | None]] = {}
 
 
-_PLAIN_SCALARS = (bool, int, float, str, type(None), np.bool_, np.integer, np.floating)
+def verifier(name: str):
+    """Register ``fn(outcomes, data, reveal)`` as the verifier named ``name`` (raises :class:`Mismatch`)."""
+    def register_verifier(fn):
+        if name in VERIFIERS:
+            raise ValueError(f"verifier {name!r} is registered twice")
+        VERIFIERS[name] = fn
+        return fn
+    return register_verifier
 
 
-def sanitize(value, _depth: int = 0):
-    """Reduce a returned value to plain data, refusing anything that is not what it claims to be.
-
-    Exact ``torch.Tensor`` and ``np.ndarray`` (not subclasses: those can override comparisons)
-    are copied; tuples, lists and dicts are rebuilt; numbers must be of a built-in numeric type.
-    Anything else raises :class:`Mismatch` naming its type.
-    """
-    if _depth > 4:
-        raise Mismatch("returned a structure nested too deeply")
-    if type(value) is torch.Tensor:
-        if value.is_sparse or value.layout != torch.strided:
-            raise Mismatch(f"returned a {value.layout} tensor; expected a dense (strided) tensor")
-        return value.detach().cpu().clone()
-    if type(value) is torch.nn.Parameter:
-        return value.detach().cpu().clone()
-    if type(value) is np.ndarray:
-        if value.dtype == object:
-            raise Mismatch("returned an np.ndarray of dtype object; expected a numeric array")
-        return value.copy()
-    if type(value) in (tuple, list):
-        return type(value)(sanitize(v, _depth + 1) for v in value)
-    if type(value) is dict:
-        return {str(k): sanitize(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, _PLAIN_SCALARS) and type(value).__module__ in ("builtins", "numpy"):
-        return value.item() if isinstance(value, np.generic) else value
-    raise Mismatch(f"returned an object of type {type(value).__module__}.{type(value).__qualname__}; "
-                   "expected a plain torch.Tensor, np.ndarray, number or tuple of those")
+def explainer(name: str):
+    """Register ``fn(raised, data) -> likely cause or None`` for cases whose calls raised."""
+    def register_explainer(fn):
+        if name in EXPLAINERS:
+            raise ValueError(f"explainer {name!r} is registered twice")
+        EXPLAINERS[name] = fn
+        return fn
+    return register_explainer
 
 
-def _where(exc: BaseException) -> str:
-    """The innermost frame of a traceback that is not inside torch/numpy: the student's line."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "site-packages" not in f.filename and "/lecturelib/checks/" not in f.filename]
-    if not frames:
-        return ""
-    f = frames[-1]
-    name = "your notebook" if f.filename.startswith("<ipython-input") or "/ipykernel_" in f.filename else f.filename
-    return f"{name}, line {f.lineno}: {(f.line or '').strip()}"
+def _same(got, output, tol: float) -> bool:
+    """``got`` equals a known mistake's ``output`` (tensors and arrays to ``tol``, tuples element-wise)."""
+    if isinstance(output, (torch.Tensor, np.ndarray)):
+        if not isinstance(got, (torch.Tensor, np.ndarray)):
+            return False
+        g = torch.as_tensor(np.asarray(got)) if isinstance(got, np.ndarray) else got
+        return matches(g, torch.as_tensor(output), tol)
+    if isinstance(output, (tuple, list)):
+        return isinstance(got, (tuple, list)) and len(got) == len(output) and all(
+            _same(g, o, tol) for g, o in zip(got, output))
+    return type(got) is type(output) and got == output
 
 
-def run_call(fn: Callable, call: Call, forbidden: Sequence[ForbiddenOp] = ()):
-    """Run one call; return ``(outcome, forbidden_used)`` where outcome is plain data or Raised."""
-    args, kwargs = _clone_arg(call.args), _clone_arg(call.kwargs)
-    outcome, used = _call(fn, args, kwargs, forbidden)
-    if getattr(call, "observer", None) is not None:
-        outcome = Observed(outcome, sanitize(call.observer(args, kwargs)))
-    return outcome, used
-
-
-def _call(fn, args, kwargs, forbidden):
-    with forbidden_ops_used(forbidden) as used:
-        try:
-            value = fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the student's error becomes data
-            return Raised(type(exc).__name__, str(exc)[:500], _where(exc)), list(used)
-    try:
-        return sanitize(value), list(used)
-    except Mismatch as exc:
-        return Raised("WrongType", str(exc)), list(used)
+def known_mistake(got, mistakes, tol: float = 1e-5) -> str | None:
+    """The cause of the first known mistake whose output ``got`` equals: ``mistakes`` is a list of
+    ``(output, cause)`` pairs computed grader-side on the same inputs (``hidden.mistake_outputs``)."""
+    return next((cause for output, cause in mistakes if _same(got, output, tol)), None)
 
 
 def run_case(fn: Callable, case: Case, forbidden: Sequence[ForbiddenOp] = ()) -> CaseResult:
     """Run a case's calls and verify their outcomes; never raises."""
-    outcomes, used = [], []
-    for call in case.calls:
-        outcome, used_here = run_call(fn, call, forbidden)
-        outcomes.append(outcome)
-        used += [u for u in used_here if u not in used]
+    outcomes, used = run_calls(fn, case.calls, forbidden)
     return verify_case(case, outcomes, used)
 
 
+_REVEAL: contextvars.ContextVar[bool] = contextvars.ContextVar("reveal", default=True)
+
+
+def revealing() -> bool:
+    """Whether the case being verified may show its values (False while a hidden case is verified)."""
+    return _REVEAL.get()
+
+
 def verify_case(case: Case, outcomes: list, forbidden_used: Sequence[str] = ()) -> CaseResult:
-    """Decide a case from plain outcomes (possibly produced in another process)."""
+    """Decide a case from plain outcomes (possibly produced in another process); never raises."""
+    token = _REVEAL.set(case.reveal)
+    try:
+        message = _failure(case, outcomes, forbidden_used)
+    except Mismatch as exc:
+        message = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in a check must still produce a result
+        message = (f"the check itself failed ({type(exc).__name__}: {exc}); please report this to the course "
+                   "staff")
+    finally:
+        _REVEAL.reset(token)
+    return CaseResult(case.name, message is None, message or "")
+
+
+def _failure(case: Case, outcomes: list, forbidden_used: Sequence[str]) -> str | None:
+    """Why the case fails (None if it passes); a verifier's Mismatch propagates."""
     if forbidden_used:
-        return CaseResult(case.name, False,
-                          f"your function calls {', '.join(forbidden_used)}; this exercise asks you to "
-                          "implement it yourself, without the library version")
+        return (f"your function calls {', '.join(forbidden_used)}; this exercise asks you to implement it "
+                "yourself, without the library version")
     if not case.expects_error:
         for outcome in outcomes:
             outcome = outcome.value if isinstance(outcome, Observed) else outcome
             if isinstance(outcome, Raised):
-                message = _describe_raised(outcome)
-                cause = case.explain_error(outcome) if case.explain_error and outcome.type_name not in (
-                    "NotImplementedError", "WrongType") else None
-                return CaseResult(case.name, False, message + (f"\nlikely cause: {cause}" if cause else ""))
-    try:
-        case.verify(outcomes)
-    except Mismatch as exc:
-        return CaseResult(case.name, False, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a bug in a check must still produce a result
-        return CaseResult(case.name, False, f"the check itself failed ({type(exc).__name__}: {exc}); "
-                                            "please report this to the course staff")
-    return CaseResult(case.name, True)
+                explain = EXPLAINERS.get(case.explain) if case.explain else None
+                cause = explain(outcome, case.data) if explain and outcome.type_name not in (
+                    "NotImplementedError", "WrongType", "ModifiedInput") else None
+                return _describe_raised(outcome, case.reveal) + (f"\nlikely cause: {cause}" if cause else "")
+    VERIFIERS[case.verify](outcomes, case.data, case.reveal)
+    return None
 
 
-def _describe_raised(outcome: Raised) -> str:
+def _describe_raised(outcome: Raised, reveal: bool = True) -> str:
     if outcome.type_name == "NotImplementedError":
         return ("not implemented yet: replace `raise NotImplementedError()` in the solution cell "
                 "with your code, then run that cell again")
-    if outcome.type_name == "WrongType":
+    if outcome.type_name in ("WrongType", "ModifiedInput"):
         return "your function " + outcome.message
+    if not reveal:  # the student's own message could quote the hidden inputs (shapes, sizes)
+        return (f"your function raised {outcome.type_name} (its message is not shown for hidden cases)"
+                + (f"\n  (raised at {outcome.where})" if outcome.where else ""))
     return "your function raised " + outcome.describe()
 
 
@@ -400,9 +330,11 @@ def expect_tensor(value, *, shape: Sequence[int] | None = None, dtype: torch.dty
     if not isinstance(value, torch.Tensor):
         raise Mismatch(f"{name} is a {type(value).__name__}; expected a torch.Tensor")
     if shape is not None and tuple(value.shape) != tuple(shape):
-        raise Mismatch(f"{name} has shape {tuple(value.shape)}; expected {tuple(shape)}")
+        raise Mismatch(f"{name} has shape {tuple(value.shape)}; expected {tuple(shape)}" if revealing()
+                       else f"{name} has the wrong shape")
     if dtype is not None and value.dtype != dtype:
-        raise Mismatch(f"{name} has dtype {value.dtype}; expected {dtype} (the dtype of the input)")
+        raise Mismatch(f"{name} has dtype {value.dtype}; expected {dtype} (the dtype of the input)" if revealing()
+                       else f"{name} has the wrong dtype ({value.dtype}); keep the dtype of the input")
     if floating and not value.is_floating_point():
         raise Mismatch(f"{name} has dtype {value.dtype}; expected a floating-point dtype")
     return value
@@ -416,7 +348,8 @@ def expect_array(value, *, shape: Sequence[int] | None = None, kind: str | None 
     if not isinstance(value, np.ndarray):
         raise Mismatch(f"{name} is a {type(value).__name__}; expected an np.ndarray")
     if shape is not None and tuple(value.shape) != tuple(shape):
-        raise Mismatch(f"{name} has shape {value.shape}; expected {tuple(shape)}")
+        raise Mismatch(f"{name} has shape {value.shape}; expected {tuple(shape)}" if revealing()
+                       else f"{name} has the wrong shape")
     kinds = {"i": "iu", "f": "f", "b": "b"}
     if kind is not None and value.dtype.kind not in kinds[kind]:
         names = {"i": "an integer", "f": "a floating-point", "b": "a boolean"}
@@ -444,21 +377,23 @@ def expect_raises(outcome, error_types: tuple[str, ...] = ("ValueError",), menti
     if outcome.type_name not in error_types:
         if outcome.type_name == "NotImplementedError":
             raise Mismatch(_describe_raised(outcome))
-        raise Mismatch(f"expected {' or '.join(error_types)}, but got {outcome.describe()}")
+        got = outcome.describe() if revealing() else outcome.type_name  # its message may quote hidden inputs
+        raise Mismatch(f"expected {' or '.join(error_types)}, but got {got}")
     if mentioning and mentioning.lower() not in outcome.message.lower():
-        raise Mismatch(f"the {outcome.type_name} is right, but its message should mention '{mentioning}' "
-                       f"(got: {outcome.message!r})")
+        raise Mismatch(f"the {outcome.type_name} is right, but its message should mention '{mentioning}'"
+                       + (f" (got: {outcome.message!r})" if revealing() else ""))
 
 
 def compare(got: torch.Tensor, expected: torch.Tensor, *, atol: float | None = None,
             rtol: float | None = None, name: str = "output",
-            diagnose: Callable[[torch.Tensor], str | None] | None = None, reveal: bool = True) -> None:
+            diagnose: Callable[[torch.Tensor], str | None] | None = None, reveal: bool | None = None) -> None:
     """Compare values (shapes/dtypes are checked first by ``expect_tensor``); raise a detailed Mismatch.
 
     The message gives the first mismatching index with expected and got values, how many entries
     differ, the tolerance, and ``diagnose(got)`` (a likely cause) where one is recognised. With
-    ``reveal=False`` (hidden suites) no values are shown.
+    ``reveal=False`` (default: False while a hidden case is verified) no values, counts or indices are shown.
     """
+    reveal = revealing() if reveal is None else reveal
     expected = torch.as_tensor(expected)
     got = expect_tensor(got, shape=expected.shape, name=name)
     if atol is None or rtol is None:
@@ -472,7 +407,8 @@ def compare(got: torch.Tensor, expected: torch.Tensor, *, atol: float | None = N
     bad = (~close).nonzero()
     first = tuple(int(i) for i in bad[0])
     lines = [f"{name} values differ: {bad.shape[0]} of {close.numel()} entries are off "
-             f"(tolerance atol={atol:g}, rtol={rtol:g})"]
+             f"(tolerance atol={atol:g}, rtol={rtol:g})" if reveal
+             else f"{name} values differ (tolerance atol={atol:g}, rtol={rtol:g})"]
     if reveal:
         lines.append(f"first mismatch at index {first}: expected {_fmt(float(e64[first]))}, "
                      f"got {_fmt(float(g64[first]))}")
@@ -501,22 +437,19 @@ def matches(got: torch.Tensor, candidate: torch.Tensor, tol: float = 1e-5) -> bo
 # --------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Exercise:
-    """A graded function: its name, topic, what its checks verify, and how to build its cases.
+    """A graded function: its name, topic, what its checks verify, and the library calls it may not use.
 
-    ``cases(specs, reveal)`` turns plain specs into :class:`Case` objects (``reveal=False`` for the
-    hidden suite: messages then show no input or expected values); ``visible`` holds the visible
-    specs; the hidden specs live in ``lecturelib.hidden.<topic>.SPECS[name]`` (grader copy only).
+    Its cases are built grader-side (``lecturelib.hidden.<topic>``); students get the visible ones as data.
     """
 
     name: str
     topic: str
     summary: str
-    cases: Callable[[list, bool], Iterable[Case]]
-    visible: list
-    forbidden: tuple[ForbiddenOp, ...] = ()
+    forbidden: tuple = ()
 
 
 EXERCISES: dict[str, Exercise] = {}
+VISIBLE_DATA = Path(__file__).resolve().parent / "visible"
 
 
 def register(exercise: Exercise) -> Exercise:
@@ -526,71 +459,88 @@ def register(exercise: Exercise) -> Exercise:
     return exercise
 
 
-def hidden_specs(exercise: Exercise) -> list:
-    """The hidden specs of an exercise, from the grader-only ``lecturelib.hidden`` package."""
+def _grader_side():
+    """``lecturelib.hidden`` (grader copy only), or HiddenSuiteUnavailable in the student package."""
     try:
-        module = importlib.import_module(f"lecturelib.hidden.{exercise.topic}")
+        return importlib.import_module("lecturelib.hidden")
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("lecturelib.hidden"):
             raise HiddenSuiteUnavailable(
                 "the hidden tests are not part of the student package: they run only at grading time. "
                 "Run the visible tests with check(name, fn)") from None
         raise
-    return module.SPECS[exercise.name]
+
+
+@functools.lru_cache(maxsize=None)
+def _visible_bytes(topic: str) -> bytes:
+    """The visible cases of a topic, serialized: the file ``make release`` wrote, or (grader copy) built now."""
+    # The sandboxed grader hands the kernel fresh visible cases in a folder of its own (the grader copy of the
+    # package has no data files: its visible cases are built from the specs).
+    for folder in (os.environ.get("LECTURELIB_VISIBLE_DATA"), VISIBLE_DATA):
+        path = Path(folder) / f"{topic}.pt" if folder else None
+        if path is not None and path.is_file():
+            return path.read_bytes()
+    try:
+        hidden = _grader_side()
+    except HiddenSuiteUnavailable:
+        raise FileNotFoundError(f"the visible cases of topic {topic!r} are missing ({path}): reinstall the "
+                                "student package from the course release") from None
+    return hidden.visible_bytes(topic)
+
+
+def load_cases(data: bytes) -> dict[str, list[Case]]:
+    """Cases serialized by ``lecturelib.hidden.visible_bytes``: fresh objects on every call."""
+    # Our own release data (tensors, small models): never a file a student or a submission wrote.
+    table = torch.load(io.BytesIO(data), weights_only=False)
+    return {name: [Case.from_dict(d) for d in dicts] for name, dicts in table.items()}
 
 
 def build_cases(name: str, suite: str = "visible") -> tuple[Exercise, list[Case]]:
-    """Look up an exercise and build the cases of one suite."""
+    """Look up an exercise and the cases of one suite (the hidden suite: grader copy only)."""
     if not isinstance(name, str) or name not in EXERCISES:
         raise ValueError(f"unknown exercise {name!r}; known exercises: {', '.join(sorted(EXERCISES))}")
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
     exercise = EXERCISES[name]
-    specs = exercise.visible if suite == "visible" else hidden_specs(exercise)
-    with _quiet(), _seeded(0):
-        cases = list(exercise.cases(specs, suite == "visible"))
-    if suite == "hidden":  # hidden names reveal no inputs: the feedback shows them to students
-        for i, case in enumerate(cases, 1):
-            case.name = f"hidden case {i}" + (f" ({case.about})" if case.about else "")
-    return exercise, cases
+    if suite == "visible":
+        return exercise, load_cases(_visible_bytes(exercise.topic))[name]
+    return exercise, _grader_side().build(name, suite)
 
 
-@contextlib.contextmanager
-def _quiet():
+def quiet():
     """Silence warnings raised while checking, so a correct answer never prints to stderr."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    return warnings.catch_warnings(action="ignore")
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
+def seeded(seed: int):
     """Run with torch and numpy seeded, restoring the caller's random state afterwards."""
-    torch_state = torch.random.get_rng_state()
     np_state = np.random.get_state()
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(torch_state)
-        np.random.set_state(np_state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
 
 
 def run_suite(name: str, fn: Callable, suite: str = "visible") -> CheckResult:
-    """Run every case of one suite; never raises for a wrong answer (see :func:`check`)."""
+    """Run every case of one suite and return the full :class:`CheckResult` (for tests and tools);
+    never raises for a wrong answer (see :func:`check`)."""
     exercise, cases = build_cases(name, suite)
     start = time.perf_counter()
-    with _quiet(), _seeded(0):
+    with quiet(), seeded(0):
         results = tuple(run_case(fn, case, exercise.forbidden) for case in cases)
     return CheckResult(name, suite, results, time.perf_counter() - start, exercise.summary)
 
 
-def check(name: str, fn: Callable, suite: str = "visible", *, verbose: bool = True) -> CheckResult:
+def check(name: str, fn: Callable, suite: str = "visible", *, verbose: bool = True) -> None:
     """Check a student's implementation of exercise ``name``.
 
-    Prints a one-line summary when every case passes and returns the :class:`CheckResult`;
-    raises :class:`CheckFailed` (an ``AssertionError``) describing the first failing case otherwise.
+    Prints one line saying what was verified when every case passes (and returns None, so a notebook
+    shows nothing more); raises :class:`CheckFailed` (an ``AssertionError``) describing the first failing
+    case otherwise. :func:`run_suite` returns the full result instead.
     """
     __tracebackhide__ = True     # pytest shows the caller, not this frame
     if not callable(fn):
@@ -600,4 +550,3 @@ def check(name: str, fn: Callable, suite: str = "visible", *, verbose: bool = Tr
         raise CheckFailed(result)
     if verbose:
         print(result.report())
-    return result

@@ -1,445 +1,112 @@
-"""Checks of the instance-segmentation (Mask R-CNN) exercises: mask targets, the mask loss, pasting masks.
+"""Checks of the instance-segmentation (Mask R-CNN) exercises (student side: verifiers only): mask targets,
+the mask loss, pasting masks.
 
-Oracles are written here in float64 NumPy, independently of the references: RoIAlign on a binary mask as
-torchvision's CPU kernel computes it (aligned=True, 2 x 2 samples per bin), the stable binary
-cross-entropy with logits, and bilinear resampling with zero padding at pixel centres (what
-``F.grid_sample(align_corners=False)`` computes). Where a value lies within a hair of the threshold
-(a binary mask's edge gives exactly 0.5 often), either side is accepted: only unambiguous pixels count.
-Failures are compared with the outputs of known bugs (the whole image instead of the box, a rounded box as
-in RoIPool, no threshold, x and y swapped, aligned=False; a softmax over classes, every channel, predicted
-labels, sigmoid then log; pixel corners instead of centres, align_corners=True, no resizing, a sigmoid on
-probabilities...) to name the likely cause.
+Each case's data (built grader-side in ``lecturelib.hidden.instance_segmentation``) holds the expected
+output, the pixels whose side of the threshold is unambiguous (``decided``: a binary mask's edge often gives
+exactly 0.5, and float32 may fall on either side of it, so only decided pixels count) and the outputs that
+known mistakes give on the same inputs. The verifiers compare, name the mistake a wrong answer matches, and
+check properties that need no answer (binary targets, a finite loss, something pasted at all).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .core import (Call, Case, Exercise, ForbiddenOp, Mismatch, compare, expect_tensor, register)
-from .watch import CallableWatch, ForbiddenCallable, oracles
-
-_AMBIGUOUS = 1e-4  # values closer than this to the threshold may fall on either side (float32 vs float64)
+from .core import Exercise, ForbiddenOp, Mismatch, compare, expect_tensor, register, verifier
 
 
-def _oracles(*names: str) -> tuple[ForbiddenCallable, ...]:
-    return oracles(__name__, *names)
+def _decided_mistake(got: np.ndarray, data) -> str | None:
+    """The cause of the first known mistake whose output equals ``got`` on the decided pixels."""
+    decided = data["decided"].numpy()
+    return next((cause for output, cause in data["mistakes"]
+                 if output.shape == got.shape and np.array_equal(output[decided], got[decided])), None)
 
 
-# ------------------------------------------------------------------------------------------------
-# Inputs
-# ------------------------------------------------------------------------------------------------
-def _random_masks(rng: np.random.Generator, count: int, height: int, width: int) -> np.ndarray:
-    """(count, H, W) bool: rotated ellipses and squares of random size and place, never empty."""
-    yy, xx = np.mgrid[0:height, 0:width] + 0.5
-    masks = np.zeros((count, height, width), dtype=bool)
-    for k in range(count):
-        while not masks[k].any():
-            cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
-            ry, rx = rng.uniform(0.1, 0.3) * height, rng.uniform(0.1, 0.3) * width
-            angle = rng.uniform(0, np.pi)
-            dy, dx = yy - cy, xx - cx
-            u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
-            v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
-            masks[k] = (u ** 2 + v ** 2 <= 1) if k % 3 != 2 else ((np.abs(u) <= 0.8) & (np.abs(v) <= 0.8))
-    return masks
-
-
-def _tight_box(mask: np.ndarray) -> np.ndarray:
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
-
-
-def _jittered_boxes(rng, masks, matched, jitter: float, outside: bool) -> np.ndarray:
-    """A box per RoI around its matched mask, each side moved by up to ``jitter`` x the box size, fractional."""
-    height, width = masks.shape[1:]
-    boxes = []
-    for g in matched:
-        x1, y1, x2, y2 = _tight_box(masks[g])
-        w, h = x2 - x1, y2 - y1
-        box = np.array([x1, y1, x2, y2]) + rng.uniform(-jitter, jitter, 4) * np.array([w, h, w, h])
-        box += rng.uniform(0.05, 0.95, 4) * 0.5 - 0.25          # never on whole pixels
-        if outside:                                              # reach over the image border
-            box[[0, 2]] -= box[0] + rng.uniform(0.5, 4.0)
-        box[2], box[3] = max(box[2], box[0] + 1.5), max(box[3], box[1] + 1.5)
-        boxes.append(box)
-    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
+def _compare_decided(got: np.ndarray, data, name: str, diagnose, **tolerance) -> None:
+    """Compare ``got`` with the expected output on the decided pixels only (elsewhere either side is right)."""
+    expected = data["expected"]
+    shown = np.where(data["decided"].numpy(), got, expected.numpy())
+    compare(torch.from_numpy(shown), expected, name=name, diagnose=lambda _: diagnose(got, data), **tolerance)
 
 
 # ------------------------------------------------------------------------------------------------
 # mask_targets
 # ------------------------------------------------------------------------------------------------
-def _bilinear_torchvision(f: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """f (H, W) sampled at rows y (P,) x columns x (Q,) -> (P, Q) with torchvision's RoIAlign rules:
-    zero beyond one pixel outside, clamped to the border within it."""
-    h, w = f.shape
-    valid = ((y >= -1) & (y <= h))[:, None] & ((x >= -1) & (x <= w))[None, :]
-    y, x = np.maximum(y, 0.0), np.maximum(x, 0.0)
-    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
-    edge_y, edge_x = y0 >= h - 1, x0 >= w - 1
-    y0, x0 = np.where(edge_y, h - 1, y0), np.where(edge_x, w - 1, x0)
-    y1, x1 = np.where(edge_y, h - 1, y0 + 1), np.where(edge_x, w - 1, x0 + 1)
-    y, x = np.where(edge_y, y0, y), np.where(edge_x, x0, x)
-    ly, lx = (y - y0)[:, None], (x - x0)[None, :]
-    value = ((1 - ly) * (1 - lx) * f[np.ix_(y0, x0)] + (1 - ly) * lx * f[np.ix_(y0, x1)]
-             + ly * (1 - lx) * f[np.ix_(y1, x0)] + ly * lx * f[np.ix_(y1, x1)])
-    return value * valid
-
-
-def _roi_align_mask(mask: np.ndarray, box, M: int, aligned: bool = True, ratio: int = 2) -> np.ndarray:
-    """RoIAlign of one (H, W) mask over one box: (M, M) float64 (torchvision's CPU kernel, one channel)."""
-    offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = (float(v) - offset for v in box)
-    w, h = x2 - x1, y2 - y1
-    if not aligned:
-        w, h = max(w, 1.0), max(h, 1.0)
-    steps = (np.arange(M * ratio) + 0.5) / (M * ratio)
-    samples = _bilinear_torchvision(mask.astype(np.float64), y1 + h * steps, x1 + w * steps)
-    return samples.reshape(M, ratio, M, ratio).mean(axis=(1, 3))
-
-
-def _soft_targets(masks, boxes, matched, M, box_fn=None, aligned=True) -> np.ndarray:
-    out = np.zeros((len(boxes), M, M))
-    for r, (box, g) in enumerate(zip(boxes, matched)):
-        out[r] = _roi_align_mask(masks[g], box if box_fn is None else box_fn(box, masks[g]), M, aligned)
-    return out
-
-
-def _roi_pool_targets(masks, boxes, matched, M) -> np.ndarray:
-    from ..detection import roi_pool
-    if len(boxes) == 0:
-        return np.zeros((0, M, M))
-    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float64)[:, None], torch.from_numpy(boxes)], 1)
-    feats = torch.from_numpy(masks[np.asarray(matched)].astype(np.float64))[:, None]
-    return roi_pool(feats, rois, (M, M), 1.0)[:, 0].numpy()
-
-
-def _mask_target_bugs(masks, boxes, matched, M) -> list[tuple[np.ndarray, str]]:
-    """(thresholded result, likely cause) of known wrong implementations."""
-    height, width = masks.shape[1:]
-    binary = lambda soft: (soft >= 0.5).astype(np.float64)  # noqa: E731
-    rnd = lambda box, _: np.round(box)  # noqa: E731
-    out = [
-        (binary(_soft_targets(masks, boxes, matched, M, lambda b, _: np.array([0.0, 0.0, width, height]))),
-         "the whole mask was resized to M x M: crop it to the RoI first (RoIAlign over the box, not the image)"),
-        (binary(_soft_targets(masks, boxes, matched, M, rnd)),
-         "the box was rounded to whole pixels (RoIPool's quantisation): keep the real-valued coordinates"),
-        (_roi_pool_targets(masks, boxes, matched, M),
-         "this is RoIPool (rounded box, max per bin): Mask R-CNN samples the mask with RoIAlign (bilinear, "
-         "no rounding), which keeps the target aligned with the box"),
-        (binary(_soft_targets(masks, boxes, matched, M, lambda b, _: b[[1, 0, 3, 2]])),
-         "x and y are swapped: boxes are (x1, y1, x2, y2) with x the column, y the row"),
-        (binary(_soft_targets(masks, boxes, matched, M)).transpose(0, 2, 1),
-         "each target is transposed: rows of the M x M target must follow y, columns x"),
-        (binary(_soft_targets(masks, boxes, matched, M, aligned=False)),
-         "the samples are half a pixel off: use aligned=True (pixel j's centre is j + 0.5)"),
-        (binary(_soft_targets(masks, boxes, np.arange(len(boxes)) % len(masks), M)),
-         "RoI r was given ground-truth mask r: use gt_masks[matched_idx[r]]"),
-    ]
-    return out
-
-
-def _diagnose_targets(got: np.ndarray, soft: np.ndarray, bugs) -> str | None:
-    decided = np.abs(soft - 0.5) >= _AMBIGUOUS
+def _targets_cause(got: np.ndarray, data) -> str | None:
     if got.size and not np.isin(got, (0.0, 1.0)).all():
         return ("the target holds values other than 0 and 1: threshold the resampled mask (>= 0.5) to get "
                 "binary targets, as Mask R-CNN does")
-    for candidate, cause in bugs:
-        if candidate.shape == got.shape and np.array_equal(candidate[decided], got[decided]):
-            return cause
-    return None
+    return _decided_mistake(got, data)
 
 
-def _mask_targets_cases(specs, reveal):
-    for spec in specs:
-        rng = np.random.default_rng(spec["seed"])
-        height, width = spec["image"]
-        g, r, M = spec["gt"], spec["rois"], spec["M"]
-        masks = _random_masks(rng, g, height, width)
-        matched = rng.integers(0, g, r) if r else np.zeros(0, dtype=np.int64)
-        if r >= g:
-            matched[:g] = rng.permutation(g)
-        boxes = _jittered_boxes(rng, masks, matched, spec.get("jitter", 0.2), spec.get("outside", False))
-        soft = _soft_targets(masks, boxes, matched, M)
-        expected = (soft >= 0.5).astype(np.float64)
-        bugs = _mask_target_bugs(masks, boxes, matched, M) if r else []
-        gt = torch.from_numpy(masks) if spec.get("mask_dtype", "bool") == "bool" else torch.from_numpy(masks).float()
-        args = (gt, torch.from_numpy(boxes).float(), torch.from_numpy(matched).long(), M)
-
-        def verify(outcomes, soft=soft, expected=expected, bugs=bugs, M=M, r=r):
-            got = expect_tensor(outcomes[0], shape=(r, M, M))
-            if not (got.dtype == torch.bool or got.is_floating_point()):
-                raise Mismatch(f"output has dtype {got.dtype}; expected float (0.0 / 1.0) or bool targets")
-            got = got.double().numpy()
-            decided = np.abs(soft - 0.5) >= _AMBIGUOUS
-            shown = np.where(decided, got, expected)
-            compare(torch.from_numpy(shown), torch.from_numpy(expected), atol=1e-6, rtol=0, reveal=reveal,
-                    name="targets", diagnose=lambda _: _diagnose_targets(got, soft, bugs))
-
-        name = (f"{g} masks of {height}x{width}, {r} RoIs, M = {M}"
-                + (" (boxes reach over the image border)" if spec.get("outside") else "")
-                + (", float masks" if spec.get("mask_dtype") == "float" else ""))
-        yield Case(name, [Call(*args)], verify, about=spec.get("about", ""))
+@verifier("mask_targets")
+def _verify_mask_targets(outcomes, data, reveal):
+    got = expect_tensor(outcomes[0], shape=data["expected"].shape)
+    if not (got.dtype == torch.bool or got.is_floating_point()):
+        raise Mismatch(f"output has dtype {got.dtype}; expected float (0.0 / 1.0) or bool targets")
+    _compare_decided(got.double().numpy(), data, "targets", _targets_cause, atol=1e-6, rtol=0)
 
 
 register(Exercise(
     "mask_targets", topic="instance_segmentation",
     summary="each RoI's matched mask cropped to its box with RoIAlign (aligned, 2 x 2 samples per bin) and "
             "thresholded at 0.5: fractional boxes, boxes over the border, repeated matches, several M",
-    cases=_mask_targets_cases,
-    visible=[{"image": (40, 56), "gt": 3, "rois": 5, "M": 7, "seed": 1},
-             {"image": (64, 64), "gt": 2, "rois": 4, "M": 14, "seed": 2, "jitter": 0.35},
-             {"image": (48, 40), "gt": 2, "rois": 3, "M": 10, "seed": 3, "outside": True}],
-    forbidden=(CallableWatch(_oracles("_roi_align_mask", "_soft_targets", "_bilinear_torchvision")),),
 ))
 
 
 # ------------------------------------------------------------------------------------------------
 # mask_loss
 # ------------------------------------------------------------------------------------------------
-def _bce_logits(x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Stable elementwise binary cross-entropy with logits."""
-    return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
-
-
-def _bce_probs(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """F.binary_cross_entropy on probabilities (logs clamped at -100, as torch does)."""
-    with np.errstate(divide="ignore"):
-        return -(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log1p(-p), -100))
-
-
-def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    z = np.exp(x - x.max(axis=axis, keepdims=True))
-    return z / z.sum(axis=axis, keepdims=True)
-
-
-def _loss_bugs(x: np.ndarray, labels: np.ndarray, t: np.ndarray) -> list[tuple[float, str]]:
-    r, k = x.shape[:2]
-    rows = np.arange(r)
-    mine = x[rows, labels]
-    sig = 1 / (1 + np.exp(-np.clip(mine, -700, 700)))
-    prob = _softmax(x, 1)
-    pixel_class = np.where(t >= 0.5, labels[:, None, None], 0)
-    bugs = [
-        (float(_bce_probs(prob[rows, labels], t).mean()),
-         "a softmax across the classes makes them compete; Mask R-CNN decouples mask and class: a sigmoid "
-         "per class, and only the ground-truth class's channel is trained"),
-        (float(-np.log(np.take_along_axis(prob, pixel_class[:, None], 1)[:, 0]).mean()),
-         "this is a per-pixel softmax cross-entropy over the classes (semantic segmentation's loss); Mask "
-         "R-CNN uses a binary cross-entropy on the ground-truth class's channel only"),
-        (float(_bce_logits(x, t[:, None]).mean()),
-         "every class channel was trained against the target: only the channel of each RoI's ground-truth "
-         "class (labels[r]) contributes"),
-        (float(_bce_logits(x[rows, x.mean(axis=(2, 3)).argmax(1)], t).mean()),
-         "the channel was chosen from the predictions: use the ground-truth labels"),
-        (float(_bce_logits(x.max(axis=1), t).mean()),
-         "the channel was chosen per pixel from the predictions: use the ground-truth label of each RoI"),
-        (float(_bce_probs(sig, t).mean()),
-         "sigmoid then log is unstable: for large logits sigmoid rounds to exactly 0 or 1 and the log to "
-         "-inf (torch clamps it at -100). Use the logits directly: max(x, 0) - x * t + log(1 + exp(-|x|))"),
-        (float(_bce_logits(mine, t).sum()), "the loss is summed: take the mean over RoIs and pixels"),
-        (float(_bce_logits(mine, t).mean(axis=(1, 2)).sum()),
-         "per-RoI means were summed: take the mean over all RoIs and pixels"),
-    ]
-    if k > 1 and labels.min() >= 1:
-        bugs.append((float(_bce_logits(x[rows, labels - 1], t).mean()),
-                     "off by one: labels index the channels directly (channel labels[r], not labels[r] - 1)"))
-    return bugs
-
-
-def _diagnose_loss(got: float, x, labels, t) -> str | None:
+def _loss_cause(got: float, data) -> str | None:
     if not np.isfinite(got):
         return ("the loss is not finite: sigmoid then log overflows for large logits (log(0) = -inf). Use "
                 "the logits directly: max(x, 0) - x * t + log(1 + exp(-|x|))")
-    for value, cause in _loss_bugs(x, labels, t):
-        if np.isfinite(value) and np.isclose(got, value, rtol=1e-5, atol=1e-7):
-            return cause
-    return None
+    return next((cause for value, cause in data["mistakes"] if np.isclose(got, value, rtol=1e-5, atol=1e-7)),
+                None)
 
 
-def _mask_loss_cases(specs, reveal):
-    for spec in specs:
-        rng = np.random.default_rng(spec["seed"])
-        r, k, M = spec["rois"], spec["classes"], spec["M"]
-        dtype = getattr(torch, spec.get("dtype", "float64"))
-        x = rng.normal(size=(r, k, M, M)) * spec.get("scale", 3.0)
-        labels = rng.integers(1 if k > 1 else 0, k, r)
-        t = (rng.random((r, M, M)) < 0.5).astype(np.float64)
-        if spec.get("soft"):
-            t = rng.random((r, M, M))
-        logits = torch.from_numpy(x).to(dtype)
-        x = logits.double().numpy()
-        expected = float(_bce_logits(x[np.arange(r), labels], t).mean()) if r else 0.0
-
-        def verify(outcomes, x=x, labels=labels, t=t, expected=expected, dtype=dtype):
-            got = expect_tensor(outcomes[0], shape=(), name="loss")
-            if got.dtype != dtype:
-                raise Mismatch(f"loss has dtype {got.dtype}; expected {dtype} (the dtype of mask_logits)")
-            compare(got, torch.tensor(expected, dtype=torch.float64), reveal=reveal, name="loss",
-                    diagnose=lambda g: _diagnose_loss(float(g), x, labels, t),
-                    **({"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {}))
-
-        name = (f"{r} RoIs, {k} classes, M = {M}, {spec.get('dtype', 'float64')}"
-                + (f", logits up to |{np.abs(x).max():.0f}|" if spec.get("scale", 3.0) > 50 else "")
-                + (", soft targets" if spec.get("soft") else ""))
-        yield Case(name, [Call(logits, torch.from_numpy(labels).long(), torch.from_numpy(t).to(dtype))], verify,
-                   about=spec.get("about", ""))
+@verifier("mask_loss")
+def _verify_mask_loss(outcomes, data, reveal):
+    got, dtype = expect_tensor(outcomes[0], shape=(), name="loss"), data["dtype"]
+    if got.dtype != dtype:
+        raise Mismatch(f"loss has dtype {got.dtype}; expected {dtype} (the dtype of mask_logits)" if reveal
+                       else f"loss has the wrong dtype ({got.dtype}); keep the dtype of mask_logits")
+    compare(got, torch.tensor(data["expected"], dtype=torch.float64), name="loss",
+            diagnose=lambda g: _loss_cause(float(g), data),
+            **({"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {}))
 
 
 register(Exercise(
     "mask_loss", topic="instance_segmentation",
     summary="mean binary cross-entropy with logits of each RoI's ground-truth-class channel (float32 and "
             "float64, logits up to |300| stay finite, other channels ignored)",
-    cases=_mask_loss_cases,
-    visible=[{"rois": 4, "classes": 5, "M": 6, "seed": 11},
-             {"rois": 3, "classes": 3, "M": 4, "seed": 12, "scale": 150.0}],
     forbidden=(ForbiddenOp("binary_cross_entropy_with_logits",
                            "F.binary_cross_entropy_with_logits / nn.BCEWithLogitsLoss (write the stable formula)"),
-               ForbiddenOp("binary_cross_entropy", "F.binary_cross_entropy / nn.BCELoss"),
-               CallableWatch(_oracles("_bce_logits"))),
+               ForbiddenOp("binary_cross_entropy", "F.binary_cross_entropy / nn.BCELoss")),
 ))
 
 
 # ------------------------------------------------------------------------------------------------
 # paste_masks
 # ------------------------------------------------------------------------------------------------
-def _bilinear_zero(mask: np.ndarray, v: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """mask (M, N) sampled at rows v (H,) x columns u (W,) (cell centres at integers), zero outside."""
-    rows, cols = mask.shape
-    v0, u0 = np.floor(v).astype(np.int64), np.floor(u).astype(np.int64)
-    dv, du = (v - v0)[:, None], (u - u0)[None, :]
-
-    def at(vi, ui):
-        ok = ((vi >= 0) & (vi < rows))[:, None] & ((ui >= 0) & (ui < cols))[None, :]
-        return np.where(ok, mask[np.ix_(np.clip(vi, 0, rows - 1), np.clip(ui, 0, cols - 1))], 0.0)
-    return ((1 - dv) * (1 - du) * at(v0, u0) + (1 - dv) * du * at(v0, u0 + 1)
-            + dv * (1 - du) * at(v0 + 1, u0) + dv * du * at(v0 + 1, u0 + 1))
-
-
-def _paste_soft(mask: np.ndarray, box, height: int, width: int, variant: str = "") -> np.ndarray:
-    """The pasted probabilities of one mask: (H, W) float64; ``variant`` names a known bug."""
-    M = mask.shape[0]
-    x1, y1, x2, y2 = (float(b) for b in box)
-    centre = 0.0 if variant == "corner" else 0.5
-    xs, ys = np.arange(width) + centre, np.arange(height) + centre
-    if variant == "align_corners":
-        u = (xs - x1) / (x2 - x1) * (M - 1)
-        v = (ys - y1) / (y2 - y1) * (M - 1)
-    elif variant == "plus_one":
-        u = (xs - x1) / (x2 - x1 + 1) * M - 0.5
-        v = (ys - y1) / (y2 - y1 + 1) * M - 0.5
-    else:
-        u = (xs - x1) / (x2 - x1) * M - 0.5
-        v = (ys - y1) / (y2 - y1) * M - 0.5
-    if variant == "nearest":
-        u, v = np.floor(u + 0.5), np.floor(v + 0.5)
-    return _bilinear_zero(mask, v, u)
-
-
-def _paste_bugs(masks, boxes, height, width, threshold) -> list[tuple[np.ndarray, str]]:
-    def pasted(variant="", source=masks, thr=threshold, box_fn=lambda b: b):
-        return np.stack([_paste_soft(m, box_fn(b), height, width, variant) >= thr
-                         for m, b in zip(source, boxes)]) if len(boxes) else np.zeros((0, height, width), bool)
-
-    def unresized():
-        out = np.zeros((len(boxes), height, width), dtype=bool)
-        for r, (m, b) in enumerate(zip(masks, boxes)):
-            x0, y0 = int(round(b[0])), int(round(b[1]))
-            for i in range(m.shape[0]):
-                for j in range(m.shape[1]):
-                    if 0 <= y0 + i < height and 0 <= x0 + j < width:
-                        out[r, y0 + i, x0 + j] = m[i, j] >= threshold
-        return out
-    sigmoid = 1 / (1 + np.exp(-masks))
-    return [
-        (pasted("corner"), "the pixel grid is half a pixel off: sample at pixel centres (j + 0.5, i + 0.5), "
-                           "and map the box's left edge x1 to the mask's left edge"),
-        (pasted("align_corners"), "corners are aligned (align_corners=True or a (M - 1) / (w - 1) scale): with "
-                                  "pixel-centre coordinates use align_corners=False"),
-        (pasted("plus_one"), "the box size is taken as x2 - x1 + 1 (the old '+1' pixel convention): here boxes "
-                             "are real-valued and the width is x2 - x1"),
-        (unresized(), "the M x M mask was copied into the image without resizing it to the box"),
-        (pasted(source=sigmoid), "a sigmoid was applied to masks that are already probabilities (threshold the "
-                                 "probabilities; a sigmoid makes every value >= 0.5)"),
-        (pasted(box_fn=lambda b: b[[1, 0, 3, 2]]), "x and y are swapped: boxes are (x1, y1, x2, y2) with x the "
-                                                     "column"),
-        (pasted(source=masks.transpose(0, 2, 1)), "each mask is transposed: mask rows follow y, columns x"),
-        (pasted(source=(masks >= threshold).astype(np.float64), thr=0.5),
-         "the mask was thresholded before resampling: resample the probabilities, then threshold"),
-        (pasted("nearest"), "nearest-neighbour resampling: Mask R-CNN resamples bilinearly"),
-    ]
-
-
-def _diagnose_paste(got: np.ndarray, soft: np.ndarray, threshold: float, bugs) -> str | None:
-    decided = np.abs(soft - threshold) >= _AMBIGUOUS
-    for candidate, cause in bugs:
-        if candidate.shape == got.shape and np.array_equal(candidate[decided], got[decided]):
-            return cause
-    if got.size and not got[decided].any() and (soft >= threshold).any():
+def _paste_cause(got: np.ndarray, data) -> str | None:
+    cause = _decided_mistake(got, data)
+    if cause is None and got.size and not got[data["decided"].numpy()].any() and bool(data["expected"].any()):
         return "nothing was pasted: pixels inside each box must take the resampled mask value"
-    return None
+    return cause
 
 
-def _smooth_masks(rng, count: int, M: int, kind: str) -> np.ndarray:
-    """(count, M, M) probabilities: blurred random blobs, or all ones ("full")."""
-    if kind == "full":
-        return np.ones((count, M, M))
-    yy, xx = np.mgrid[0:M, 0:M] + 0.5
-    out = np.zeros((count, M, M))
-    for k in range(count):
-        cy, cx = rng.uniform(0.3, 0.7, 2) * M
-        ry, rx = rng.uniform(0.25, 0.45, 2) * M
-        d = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
-        out[k] = 1 / (1 + np.exp(4 * (d - 1) + rng.normal(0, 0.6, (M, M))))
-    return out
-
-
-def _paste_cases(specs, reveal):
-    for spec in specs:
-        rng = np.random.default_rng(spec["seed"])
-        height, width = spec["image"]
-        r, M = spec["rois"], spec["M"]
-        threshold = spec.get("threshold", 0.5)
-        dtype = getattr(torch, spec.get("dtype", "float32"))
-        masks = torch.from_numpy(_smooth_masks(rng, r, M, spec.get("masks", "blobs"))).to(dtype)
-        sizes = rng.uniform(*spec.get("sizes", (0.3, 0.7)), (r, 2)) * np.array([width, height])
-        corners = rng.uniform(-0.15, 0.9, (r, 2)) * np.array([width, height]) if spec.get("outside") else \
-            rng.uniform(0, 1, (r, 2)) * (np.array([width, height]) - sizes)
-        boxes = torch.from_numpy(np.round(np.concatenate([corners, corners + sizes], 1), 2) + 0.013).to(dtype)
-        m64, b64 = masks.double().numpy(), boxes.double().numpy()
-        soft = (np.stack([_paste_soft(m, b, height, width) for m, b in zip(m64, b64)]) if r
-                else np.zeros((0, height, width)))
-        expected = soft >= threshold
-        bugs = _paste_bugs(m64, b64, height, width, threshold) if r else []
-        call = Call(masks, boxes, (height, width), threshold) if "threshold" in spec else \
-            Call(masks, boxes, (height, width))
-
-        def verify(outcomes, soft=soft, expected=expected, bugs=bugs, shape=(r, height, width), threshold=threshold):
-            got = expect_tensor(outcomes[0], shape=shape, name="masks")
-            if got.dtype != torch.bool:
-                raise Mismatch(f"masks have dtype {got.dtype}; expected torch.bool (compare with the threshold: "
-                               "probs >= threshold)")
-            got = got.numpy()
-            decided = np.abs(soft - threshold) >= _AMBIGUOUS
-            shown = np.where(decided, got, expected)
-            compare(torch.from_numpy(shown), torch.from_numpy(expected), reveal=reveal, name="masks",
-                    diagnose=lambda _: _diagnose_paste(got, soft, threshold, bugs))
-
-        name = (f"{r} masks of {M}x{M} into a {height}x{width} image"
-                + (f", threshold {threshold}" if "threshold" in spec else "")
-                + (" (boxes over the border)" if spec.get("outside") else "")
-                + (", all-ones masks: each must fill exactly the pixels whose centres lie in its box"
-                   if spec.get("masks") == "full" else "") + (f", {spec['dtype']}" if "dtype" in spec else ""))
-        yield Case(name, [call], verify, about=spec.get("about", ""))
+@verifier("paste_masks")
+def _verify_paste_masks(outcomes, data, reveal):
+    got = expect_tensor(outcomes[0], shape=data["expected"].shape, name="masks")
+    if got.dtype != torch.bool:
+        raise Mismatch(f"masks have dtype {got.dtype}; expected torch.bool (compare with the threshold: "
+                       "probs >= threshold)")
+    _compare_decided(got.numpy(), data, "masks", _paste_cause)
 
 
 register(Exercise(
     "paste_masks", topic="instance_segmentation",
     summary="bilinear value of each box's mask at every pixel centre (zero outside the mask), >= threshold, as "
             "grid_sample(align_corners=False) computes it: fractional boxes, boxes over the border, other thresholds",
-    cases=_paste_cases,
-    visible=[{"image": (24, 32), "rois": 2, "M": 8, "seed": 21, "masks": "full"},
-             {"image": (40, 56), "rois": 3, "M": 14, "seed": 22},
-             {"image": (48, 36), "rois": 2, "M": 6, "seed": 23, "threshold": 0.3, "outside": True,
-              "sizes": (0.5, 0.9)}],
-    forbidden=(CallableWatch(_oracles("_paste_soft", "_bilinear_zero")),),
 ))

@@ -1,48 +1,52 @@
-"""``IsolatedExecute``: nbgrader's Execute step, with the student's code in a sandbox and the verdict outside.
+"""nbgrader steps of honest grading: ``IsolatedExecute`` runs the student's code in a sandbox and decides every
+test cell outside it; ``FlagDisagreements`` marks in the gradebook what needs a TA's eyes.
 
-nbgrader (sanitize) has already cleared outputs and restored every locked and test cell from the
-gradebook. This preprocessor then
+nbgrader (sanitize) has already cleared outputs and restored every locked and test cell from the source.
+``IsolatedExecute`` then
 
-1. reads each graded test cell's ``check("exercise", fn[, suite="hidden"])`` calls (trusted source);
-2. builds the cases of each suite here, and writes only their inputs for the sandbox;
-3. runs the notebook in a sandboxed kernel (test cells run their visible checks only: the in-kernel
-   verdict); a cell that kills the kernel is skipped and the kernel restarted, so a crash costs that cell
-   and what depends on it; a cell that runs too long is interrupted, or its kernel killed;
-4. asks the kernel to call each graded function on the grader's inputs (``collect.run``) and to write
-   the outcomes as plain data, through a channel that IPython input transformers do not touch;
+1. reads each graded test cell's ``check("exercise", fn[, suite="hidden"])`` calls (trusted source) and builds
+   the cases of each suite here, outside the sandbox;
+2. reads the student's own cells for constructs that only get around the grader (``scan.py``);
+3. runs the notebook in a sandboxed kernel whose first code is an audit hook reporting escape hatches on a pipe
+   (test cells run their visible checks only: the in-kernel verdict); a cell that kills the kernel is skipped
+   and the kernel restarted, so a crash costs that cell and what depends on it; a cell that runs too long is
+   interrupted, or its kernel killed; the whole notebook has a time budget;
+4. at the graded call only, sends the grader's own runner with the inputs in one IPython user expression
+   (``protocol.py``), and reads the outcomes back from its value as plain data, one per case by nonce;
 5. verifies the outcomes here, writes the authoritative verdict into each test cell's output (so that
-   nbgrader's SaveAutoGrades, feedback and export use it), and flags cells where the in-kernel verdict
-   disagrees with it;
-6. writes a JSON report per submission (status: graded, timed out, crashed, memory limit, flagged).
+   nbgrader's SaveAutoGrades, feedback and export use it), and puts the report in ``resources["lecturelib"]``
+   (and a JSON file): status (graded, timed out, crashed, memory limit, flagged, refused files), per cell its
+   verdict and the reasons to flag it (in-kernel verdict disagrees; the submission tampers with the grader).
 """
 from __future__ import annotations
 
 import ast
 import copy
 import json
-import shutil
-import tempfile
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jupyter_core.utils import ensure_async, run_sync
+import nbformat
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
+from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool
+from traitlets import Bool, Integer, Unicode
 
 from ..checks.core import EXERCISES, CaseResult, CheckResult, build_cases, verify_case
-from . import protocol
-from .paths import report_path
-from .sandbox import Limits, SandboxKernelManager, isolation_level, prepare_work
+from . import protocol, scan
+from .sandbox import Limits, SandboxKernelManager, Work, copy_submission, isolation_level
 
 HIDDEN_BLOCK = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 MEMORY_WORDS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "not enough memory",
                 "DefaultCPUAllocator")
+MAX_AUDIT_EVENTS = 50
 
 
 @dataclass
@@ -88,7 +92,7 @@ def parse_checks(source: str) -> list[CheckCall] | None:
         call = stmt.value if isinstance(stmt, ast.Expr) else None
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check"
                 and len(call.args) == 2 and isinstance(call.args[0], ast.Constant)
-                and isinstance(call.args[0].value, str)):
+                and isinstance(call.args[0].value, str) and isinstance(call.args[1], ast.Name)):
             return None
         suite = "visible"
         for kw in call.keywords:
@@ -96,7 +100,7 @@ def parse_checks(source: str) -> list[CheckCall] | None:
                 suite = kw.value.value
             elif kw.arg not in ("verbose",):
                 return None
-        calls.append(CheckCall(call.args[0].value, suite, ast.unparse(call.args[1])))
+        calls.append(CheckCall(call.args[0].value, suite, call.args[1].id))
     return calls or None
 
 
@@ -111,6 +115,181 @@ def visible_source(source: str) -> str:
         elif not hidden:
             out.append(line)
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# The sandboxed run
+# ------------------------------------------------------------------------------------------------
+class _AuditChannel:
+    """The read end of the kernel's audit pipe, drained by a thread into ``events``."""
+
+    def __init__(self):
+        self.read_fd, self.write_fd = os.pipe()
+        self.events: list[dict] = []
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self):
+        with os.fdopen(self.read_fd, "rb") as pipe:
+            for line in pipe:
+                try:
+                    event = json.loads(line[:2000])
+                except ValueError:
+                    event = {"event": "garbled audit line", "detail": "", "where": ""}
+                if not isinstance(event, dict):
+                    event = {"event": "garbled audit line", "detail": "", "where": ""}
+                if len(self.events) < MAX_AUDIT_EVENTS or event.get("event") == "lecturelib.nonce":
+                    self.events.append(event)
+                else:
+                    self.dropped += 1
+
+    def close(self):
+        """Close the grader's copy of the write end; the reader ends when every kernel has died."""
+        if self.write_fd is not None:
+            os.close(self.write_fd)
+            self.write_fd = None
+        self._thread.join(timeout=10)
+
+    def nonces(self) -> set[str]:
+        return {str(e.get("detail")) for e in self.events if e.get("event") == "lecturelib.nonce"}
+
+    def escapes(self) -> list[str]:
+        return [f"{e.get('where', '?')}: {e.get('event')} {e.get('detail', '')}".strip()
+                for e in self.events if e.get("event") != "lecturelib.nonce"]
+
+
+@dataclass
+class Collector:
+    key: str
+    expression: str          # the student's function, e.g. "conv_transpose2d"
+    cases: list
+    payload: str
+    nonces: list[str]
+    audit_nonce: str = ""
+
+
+class SandboxRun:
+    """Execute a notebook in sandboxed kernels, restarting past crashing cells, then make the graded calls."""
+
+    def __init__(self, nb: NotebookNode, work: Work, limits: Limits, course_roots: list[Path], log):
+        self.nb, self.work, self.limits, self.course_roots, self.log = nb, work, limits, course_roots, log
+        self.skip: dict[int, str] = {}          # cell index -> "crashed" | "timed out" | "over budget"
+        self.events: list[str] = []
+        self.restarts = 0
+        self.audit = _AuditChannel()
+        self.deadline = time.monotonic() + limits.submission_seconds
+
+    def over_budget(self) -> bool:
+        return time.monotonic() > self.deadline
+
+    def run(self, collectors: list[Collector]) -> dict[str, dict]:
+        """Run every code cell, then every collector; returns the collectors' replies by key."""
+        try:
+            return run_sync(self._run)(collectors)
+        finally:
+            self.audit.close()
+
+    async def _run(self, collectors: list[Collector]) -> dict[str, dict]:
+        replies: dict[str, dict] = {}
+        pending = list(collectors)
+        while True:
+            km = SandboxKernelManager(self.work, self.limits, self.course_roots, self.audit.write_fd)
+            client = NotebookClient(self.nb, km=km, timeout=self.limits.cell_timeout, allow_errors=True,
+                                    interrupt_on_timeout=True, record_timing=False,
+                                    resources={"metadata": {"path": str(self.work.submission)}})
+            try:
+                async with client.async_setup_kernel():
+                    if await self._run_cells(client):
+                        continue                     # a cell killed the kernel: start again without it
+                    while pending:
+                        reply = await self._collect(client, pending[0])
+                        replies[pending.pop(0).key] = reply
+                        if reply.get("ename") in ("Crashed", "Timeout") and reply.get("kernel_lost"):
+                            break                    # the kernel is gone: a new one for the other collectors
+                    else:
+                        return replies
+            except DeadKernelError:
+                pass
+            finally:
+                await _stop(km)
+                self.restarts += 1
+            if self.restarts > self.limits.max_restarts or self.over_budget():
+                why = "too many kernel crashes" if not self.over_budget() else "the notebook's time budget ran out"
+                for collector in pending:
+                    replies[collector.key] = {"status": "error", "ename": "Crashed", "evalue": why}
+                return replies
+
+    async def _run_cells(self, client) -> bool:
+        """Execute the code cells not skipped; True if the kernel died (the cell is then skipped)."""
+        for index, cell in enumerate(self.nb.cells):
+            if cell.cell_type != "code" or index in self.skip:
+                continue
+            if self.over_budget():
+                self.skip[index] = "over budget"
+                cell.outputs = [new_output("error", ename="Timeout", traceback=[],
+                                           evalue="not run: the notebook's time budget ran out")]
+                continue
+            cell.outputs = []
+            started = time.monotonic()
+            try:
+                with _Watchdog(client.km, self.limits.cell_timeout + 15) as dog:
+                    await client.async_execute_cell(cell, index)
+            except DeadKernelError:
+                timed_out = dog.fired or time.monotonic() - started >= self.limits.cell_timeout
+                why = "timed out" if timed_out else "crashed"
+                self.skip[index] = why
+                self.events.append(f"cell {index} {why}; kernel restarted without it")
+                cell.outputs = [new_output("error", ename="KernelDied" if why == "crashed" else "Timeout",
+                                           evalue=f"this cell {why} the kernel; it was skipped", traceback=[])]
+                return True
+            if any(o.get("ename") == "KeyboardInterrupt" for o in cell.outputs if o.output_type == "error"):
+                self.events.append(f"cell {index} timed out and was interrupted")
+                self.skip.setdefault(index, "timed out")
+        return False
+
+    async def _collect(self, client, collector: Collector) -> dict:
+        """The graded call: one user expression (input transformers do not touch it)."""
+        collector.audit_nonce = protocol.new_nonce()
+        expression = protocol.collector_expression(collector.expression, collector.payload, collector.audit_nonce)
+        kc, km = client.kc, client.km
+        # The budget may be spent, but a graded call still gets a short while: the cells that ran earned it.
+        timeout = max(min(10.0, self.limits.collect_timeout), min(self.limits.collect_timeout,
+                                                                   self.deadline - time.monotonic()))
+        try:
+            reply = await kc.execute_interactive("", silent=False, store_history=False,
+                                                 user_expressions={"r": expression}, timeout=timeout,
+                                                 output_hook=lambda msg: None)
+        except TimeoutError:
+            await km.interrupt_kernel()
+            try:                                    # still answering? then the next collector can run here
+                await kc.execute_interactive("", silent=True, timeout=10, output_hook=lambda msg: None)
+                lost = False
+            except (TimeoutError, RuntimeError):
+                self.events.append("a graded function hung: kernel killed")
+                lost = True
+            return {"status": "error", "ename": "Timeout", "kernel_lost": lost,
+                    "evalue": f"your function ran longer than {timeout:.0f} s"}
+        except (DeadKernelError, RuntimeError) as exc:
+            return {"status": "error", "ename": "Crashed", "kernel_lost": True,
+                    "evalue": f"the kernel died while your function ran ({type(exc).__name__})"}
+        content = reply["content"]
+        if content.get("status") != "ok":
+            return {"status": "error", "ename": content.get("ename", "Error"), "evalue": content.get("evalue", "")}
+        return content["user_expressions"].get("r", {"status": "error", "ename": "Missing", "evalue": ""})
+
+
+async def _stop(km) -> None:
+    """Shut the kernel down and make sure its process (bubblewrap, and with it the PID namespace) is gone."""
+    try:
+        if await km.is_alive():
+            await km.shutdown_kernel(now=True)
+    except Exception:  # noqa: BLE001 - already gone, or never started
+        pass
+    process = getattr(km.provisioner, "process", None) if km.provisioner else None
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
 
 
 class _Watchdog:
@@ -137,114 +316,9 @@ class _Watchdog:
         self._timer.cancel()
 
 
-class SandboxRun:
-    """Execute a notebook in sandboxed kernels, restarting past crashing cells."""
-
-    def __init__(self, nb: NotebookNode, work: Path, limits: Limits, course_roots: list[Path], log):
-        self.nb, self.work, self.limits, self.course_roots, self.log = nb, work, limits, course_roots, log
-        self.skip: dict[int, str] = {}          # cell index -> "crashed" | "timed out"
-        self.events: list[str] = []
-        self.restarts = 0
-
-    def _client(self):
-        km = SandboxKernelManager(self.work, self.limits, self.course_roots)
-        return NotebookClient(self.nb, km=km, timeout=self.limits.cell_timeout, allow_errors=True,
-                              interrupt_on_timeout=True, record_timing=False,
-                              resources={"metadata": {"path": str(self.work / "submission")}})
-
-    def run(self, collectors: list[tuple[str, str]]) -> dict[str, dict]:
-        """Run every code cell, then every collector expression; returns collector replies by key."""
-        replies: dict[str, dict] = {}
-        pending = list(collectors)
-        while True:
-            client = self._client()
-            try:
-                with client.setup_kernel():
-                    crashed = self._run_cells(client)
-                    if crashed:
-                        continue
-                    while pending:
-                        key, expression = pending[0]
-                        reply = self._collect(client, expression)
-                        if reply is None:       # the kernel died or hung: that exercise gets nothing
-                            replies[key] = {"status": "error", "ename": "Crashed",
-                                            "evalue": "the kernel died or hung while your function ran"}
-                            pending.pop(0)
-                            break
-                        replies[key] = reply
-                        pending.pop(0)
-                    else:
-                        return replies
-            except DeadKernelError:
-                pass
-            finally:
-                self.restarts += 1
-            if self.restarts > self.limits.max_restarts:
-                for key, _ in pending:
-                    replies[key] = {"status": "error", "ename": "Crashed", "evalue": "too many kernel crashes"}
-                return replies
-
-    def _run_cells(self, client) -> bool:
-        """Execute the code cells not skipped; True if the kernel died (the cell is then skipped)."""
-        for index, cell in enumerate(self.nb.cells):
-            if cell.cell_type != "code" or index in self.skip:
-                continue
-            cell.outputs = []
-            started = time.monotonic()
-            try:
-                with _Watchdog(client.km, self.limits.cell_timeout + 15) as dog:
-                    client.execute_cell(cell, index)
-            except DeadKernelError:
-                timed_out = dog.fired or time.monotonic() - started >= self.limits.cell_timeout
-                why = "timed out" if timed_out else "crashed"
-                self.skip[index] = why
-                self.events.append(f"cell {index} {why}; kernel restarted without it")
-                cell.outputs = [new_output("error", ename="KernelDied" if why == "crashed" else "Timeout",
-                                           evalue=f"this cell {why} the kernel; it was skipped", traceback=[])]
-                return True
-            if any(o.get("ename") == "KeyboardInterrupt" for o in cell.outputs if o.output_type == "error"):
-                self.events.append(f"cell {index} timed out and was interrupted")
-                self.skip.setdefault(index, "timed out")
-        return False
-
-    def _collect(self, client, expression: str) -> dict | None:
-        """Evaluate a collector as a user expression (bypasses input transformers)."""
-        return run_sync(self._async_collect)(client, expression)
-
-    async def _async_collect(self, client, expression: str) -> dict | None:
-        kc, km = client.kc, client.km
-        msg_id = kc.execute("", silent=False, store_history=False, user_expressions={"r": expression})
-        deadline = time.monotonic() + self.limits.collect_timeout
-        interrupted = False
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if interrupted:
-                    self.events.append("a graded function hung: kernel killed")
-                    await ensure_async(km.shutdown_kernel(now=True))
-                    return None
-                await ensure_async(km.interrupt_kernel())
-                interrupted = True
-                deadline = time.monotonic() + 10
-                continue
-            try:
-                msg = await ensure_async(kc.get_shell_msg(timeout=min(remaining, 2)))
-            except Exception:  # noqa: BLE001 - queue.Empty: keep waiting, unless the kernel is gone
-                if not await ensure_async(km.is_alive()):
-                    return None
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if interrupted:
-                return {"status": "error", "ename": "Timeout",
-                        "evalue": f"your function ran longer than {self.limits.collect_timeout} s"}
-            content = msg["content"]
-            if content.get("status") != "ok":
-                return {"status": "error", "ename": content.get("ename", "Error"),
-                        "evalue": content.get("evalue", "")}
-            return content["user_expressions"].get("r", {"status": "error", "ename": "Missing", "evalue": ""})
-
-
+# ------------------------------------------------------------------------------------------------
+# Grading one notebook
+# ------------------------------------------------------------------------------------------------
 def _error_output(message: str, ename: str = "CheckFailed") -> NotebookNode:
     return new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])
 
@@ -253,43 +327,60 @@ def _stream(text: str) -> NotebookNode:
     return new_output("stream", name="stdout", text=text)
 
 
-def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Path], log,
-                   limits: Limits | None = None) -> tuple[NotebookNode, dict]:
-    """Execute ``nb`` in the sandbox, verify outside, rewrite test cell outputs; return (nb, report)."""
-    limits = limits or Limits()
-    work = Path(tempfile.mkdtemp(prefix="lecturelib-grade-"))
-    try:
-        prepare_work(work)
-        for item in Path(submission_dir).iterdir():
-            target = work / "submission" / item.name
-            if item.is_dir():
-                shutil.copytree(item, target, symlinks=True)
-            elif item.is_file():
-                shutil.copy(item, target)
+def _graded_cells(nb: NotebookNode) -> list[GradedCell]:
+    graded = []
+    for index, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        checks = parse_checks(cell.source)
+        try:
+            points = float(meta.get("points", 0))
+        except (TypeError, ValueError):
+            points = 0.0
+        gc = GradedCell(index, str(meta.get("grade_id", f"cell-{index}")), points, checks or [])
+        if checks is None:
+            gc.problems.append("this test cell is not a list of check(...) calls: graded in the kernel only")
+        for k, chk in enumerate(gc.checks):
+            chk.key = f"c{index}_{k}"
+        graded.append(gc)
+    return graded
 
-        graded, collectors, cases = [], [], {}
-        for index, cell in enumerate(nb.cells):
-            meta = cell.metadata.get("nbgrader", {})
-            if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+
+def _collectors(graded: list[GradedCell]) -> list[Collector]:
+    collectors = []
+    for gc in graded:
+        for chk in gc.checks:
+            try:
+                exercise, cases = build_cases(chk.exercise, chk.suite)
+            except Exception as exc:  # noqa: BLE001 - a broken check must not lose the submission
+                gc.problems.append(f"could not build the {chk.suite} cases of {chk.exercise}: {exc}")
                 continue
-            checks = parse_checks(cell.source)
-            gc = GradedCell(index, meta.get("grade_id", f"cell-{index}"), float(meta.get("points", 0)), checks or [])
-            if checks is None:
-                gc.problems.append("this test cell is not a list of check(...) calls: graded in the kernel only")
-            for k, chk in enumerate(gc.checks):
-                chk.key = f"c{index}_{k}"
-                try:
-                    _, built = build_cases(chk.exercise, chk.suite)
-                except Exception as exc:  # noqa: BLE001 - a broken check must not lose the submission
-                    gc.problems.append(f"could not build the {chk.suite} cases of {chk.exercise}: {exc}")
-                    continue
-                cases[chk.key] = built
-                protocol.save_calls([case.calls for case in built], work / "calls" / f"{chk.key}.pt")
-                collectors.append((chk.key, (
-                    f"__import__('lecturelib.grading.collect', fromlist=['run']).run("
-                    f"{chk.exercise!r}, {chk.expression}, {str(work / 'calls' / (chk.key + '.pt'))!r}, "
-                    f"{str(work / 'outcomes' / chk.key)!r})")))
-            graded.append(gc)
+            payload, nonces = protocol.request(cases, exercise.forbidden)
+            collectors.append(Collector(chk.key, chk.expression, cases, payload, nonces))
+    return collectors
+
+
+def _write_visible(graded: list[GradedCell], dest: Path) -> None:
+    """The visible cases of the notebook's topics, for its own checks in the kernel (the in-kernel verdict)."""
+    from .. import hidden
+    for topic in {EXERCISES[c.exercise].topic for gc in graded for c in gc.checks if c.exercise in EXERCISES}:
+        (dest / f"{topic}.pt").write_bytes(hidden.visible_bytes(topic))
+
+
+def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Path], log,
+                   limits: Limits | None = None, source_nb: NotebookNode | None = None) -> tuple[NotebookNode, dict]:
+    """Execute ``nb`` in the sandbox, verify outside, rewrite test cell outputs; return (nb, report).
+
+    ``source_nb`` is the instructor's notebook: cells the student did not write are not read for tampering."""
+    limits = limits or Limits()
+    work = Work()
+    try:
+        refused = copy_submission(Path(submission_dir), work.submission)
+        graded = _graded_cells(nb)
+        _write_visible(graded, work.root / "visible")
+        collectors = _collectors(graded)
+        findings = scan.scan(scan.student_cells(nb, source_nb or nbformat.v4.new_notebook()))
 
         runnable = copy.deepcopy(nb)
         for gc in graded:
@@ -305,28 +396,50 @@ def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Pa
                 cell.outputs = runnable.cells[index].outputs
                 cell.execution_count = runnable.cells[index].get("execution_count")
 
-        statuses = set()
+        tampering = [f"reads as an attempt to get around the grader: {f}" for f in findings]
+        tampering += [f"did at run time what only gets around the grader: {e}" for e in run.audit.escapes()]
+        by_key = {c.key: c for c in collectors}
+        for collector in collectors:
+            reply = replies.get(collector.key, {})
+            if reply.get("status") == "ok" and collector.audit_nonce not in run.audit.nonces():
+                tampering.append("the kernel's audit channel did not answer (closed or replaced)")
+        statuses, cells = set(), {}
         for gc in graded:
             executed = runnable.cells[gc.index]
-            if gc.index in run.skip:
-                gc.inkernel_passed = False
+            if run.skip.get(gc.index) == "over budget":
+                gc.inkernel_passed = None         # never ran: there is no in-kernel verdict to compare
             else:
-                gc.inkernel_passed = not any(o.output_type == "error" for o in executed.outputs)
+                gc.inkernel_passed = gc.index not in run.skip and not any(
+                    o.output_type == "error" for o in executed.outputs)
             for chk in gc.checks:
-                gc.results.append(_verdict(chk, cases.get(chk.key), replies.get(chk.key), work))
-            messages = [r.headline() if r.passed else r.report() for r in gc.results] + gc.problems
+                verdict, problems = _verdict(chk, by_key.get(chk.key), replies.get(chk.key))
+                gc.results.append(verdict)
+                tampering += problems
+            messages = [r.headline() if r.passed else r.report(width=100) for r in gc.results] + gc.problems
             nb.cells[gc.index].outputs = ([_stream("\n".join(messages) + "\n")] if gc.passed
                                           else [_error_output("\n".join(messages))])
-            if gc.checks and gc.inkernel_passed != gc.visible_passed:
+        tampering = list(dict.fromkeys(tampering))
+        for gc in graded:
+            reasons = list(tampering)
+            if gc.checks and gc.inkernel_passed is not None and gc.inkernel_passed != gc.visible_passed:
+                reasons.append("the notebook's own check and the grader disagree")
+            if reasons:
                 statuses.add("flagged")
+            cells[gc.grade_id] = {"points": gc.points, "score": gc.points if gc.passed else 0.0, "passed": gc.passed,
+                                  "inkernel_passed": gc.inkernel_passed, "flagged": bool(reasons),
+                                  "flag_reasons": reasons, "checks": [r.to_dict() for r in gc.results],
+                                  "problems": gc.problems}
 
-        for index, why in run.skip.items():
-            statuses.add(why)
-        if any(why == "timed out" for why in run.skip.values()) or any(
-                r.get("ename") == "Timeout" for r in replies.values()):
+        for why in run.skip.values():
+            statuses.add("timed out" if why == "over budget" else why)
+        if run.over_budget():
+            statuses.add("timed out")
+        if any(r.get("ename") == "Timeout" for r in replies.values()):
             statuses.add("timed out")
         if any(r.get("ename") == "Crashed" for r in replies.values()):
             statuses.add("crashed")
+        if refused:
+            statuses.add("refused files")
         for cell in runnable.cells:
             for out in cell.get("outputs", []):
                 if out.output_type == "error" and any(w in f"{out.ename}: {out.evalue}" for w in MEMORY_WORDS):
@@ -336,64 +449,111 @@ def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Pa
             "status": sorted(statuses) or ["graded"],
             "seconds": round(seconds, 2),
             "kernel_restarts": run.restarts - 1,
-            "events": run.events,
-            "cells": {gc.grade_id: {"points": gc.points, "score": gc.points if gc.passed else 0.0,
-                                    "passed": gc.passed, "inkernel_passed": gc.inkernel_passed,
-                                    "flagged": bool(gc.checks) and gc.inkernel_passed != gc.visible_passed,
-                                    "checks": [r.to_dict() for r in gc.results], "problems": gc.problems}
-                      for gc in graded},
+            "events": run.events + [f"refused: {r}" for r in refused],
+            "tampering": tampering,
+            "cells": cells,
         }
         return nb, report
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        work.remove()
 
 
-def _verdict(chk: CheckCall, cases, reply: dict | None, work: Path) -> CheckResult:
-    """Verify one check call's outcomes (plain data) against its cases, outside the sandbox."""
+def _verdict(chk: CheckCall, collector: Collector | None, reply: dict | None) -> tuple[CheckResult, list[str]]:
+    """Verify one check call's outcomes (plain data) against its cases, outside the sandbox; also what was wrong
+    with the reply as a whole (a sign of tampering)."""
     def failed(message: str) -> CheckResult:
         return CheckResult(chk.exercise, chk.suite, (CaseResult("all cases", False, message),), 0.0)
 
-    if cases is None:
-        return failed("the cases of this check could not be built")
+    if collector is None:
+        return failed("the cases of this check could not be built"), []
     if reply is None:
-        return failed("not evaluated")
+        return failed("not evaluated"), []
     if reply.get("status") != "ok":
         ename, evalue = reply.get("ename", "Error"), reply.get("evalue", "")
         if ename == "NameError":
             return failed(f"{chk.expression} is not defined: its solution cell did not run to the end "
-                          f"({evalue})")
-        return failed(f"your function could not be evaluated: {ename}: {evalue}")
+                          f"({evalue})"), []
+        return failed(f"your function could not be evaluated: {ename}: {evalue}"), []
     try:
-        outcomes, forbidden = protocol.load_outcomes(work / "outcomes" / chk.key)
-    except Exception as exc:  # noqa: BLE001 - missing or malformed outcomes fail the check
-        return failed(f"no valid outcomes were produced ({type(exc).__name__}: {exc})")
-    if len(outcomes) != len(cases):
-        return failed("the outcomes do not match the cases")
+        outcomes, forbidden, problems = protocol.read_reply(
+            reply.get("data", {}).get("text/plain", ""), collector.nonces, [len(c.calls) for c in collector.cases])
+    except Exception as exc:  # noqa: BLE001 - a missing or malformed reply fails the check
+        return failed(f"no valid outcomes were produced ({type(exc).__name__})"), [
+            "the graded call's reply was malformed"]
     results = []
-    for case, outcome, used in zip(cases, outcomes, forbidden):
-        if len(outcome) != len(case.calls):
-            results.append(CaseResult(case.name, False, "the outcomes do not match the calls"))
-            continue
-        results.append(verify_case(case, outcome, used))
-    return CheckResult(chk.exercise, chk.suite, tuple(results), 0.0, EXERCISES[chk.exercise].summary)
+    for case, outcome, used in zip(collector.cases, outcomes, forbidden):
+        if outcome is None:
+            results.append(CaseResult(case.name, False, "no valid outcome answers this case"))
+            problems.append("a case got no valid outcome (missing, duplicated or malformed)")
+        else:
+            results.append(verify_case(case, outcome, used))
+    return CheckResult(chk.exercise, chk.suite, tuple(results), 0.0, EXERCISES[chk.exercise].summary), problems
 
 
+# ------------------------------------------------------------------------------------------------
+# The nbgrader steps
+# ------------------------------------------------------------------------------------------------
 class IsolatedExecute(NbGraderPreprocessor):
     """nbgrader preprocessor replacing ``Execute`` (configured in nbgrader_config.py)."""
 
     enabled = Bool(True).tag(config=True)
+    memory_mb = Integer(Limits.memory_mb, help="Address-space limit of the kernel (MB)").tag(config=True)
+    cpu_seconds = Integer(Limits.cpu_seconds, help="CPU-time limit of the kernel (s)").tag(config=True)
+    cell_timeout = Integer(Limits.cell_timeout, help="Wall time of one cell (s)").tag(config=True)
+    collect_timeout = Integer(Limits.collect_timeout, help="Wall time of one graded call (s)").tag(config=True)
+    submission_seconds = Integer(Limits.submission_seconds,
+                                 help="Wall time of one notebook: cells, restarts, graded calls (s)").tag(config=True)
+    max_restarts = Integer(Limits.max_restarts, help="Kernel restarts past crashing cells").tag(config=True)
+    keep_figures = Bool(False, help="Rasterise figures while grading (slower)").tag(config=True)
+    report_root = Unicode("", help="Folder of the JSON reports (<assignment>/<student>/<notebook>.json)"
+                          ).tag(config=True)
+    source_root = Unicode("", help="The instructor notebooks (nbgrader's source folder)").tag(config=True)
+    course_roots = Unicode("", help="os.pathsep-separated folders the sandbox must not see").tag(config=True)
+
+    def limits(self) -> Limits:
+        return Limits(memory_mb=self.memory_mb, cpu_seconds=self.cpu_seconds, cell_timeout=self.cell_timeout,
+                      collect_timeout=self.collect_timeout, submission_seconds=self.submission_seconds,
+                      max_restarts=self.max_restarts, figures=self.keep_figures)
 
     def preprocess(self, nb: NotebookNode, resources: dict):
-        from .paths import course_root, source_root
-        submission_dir = Path(resources["metadata"]["path"])
         info = resources.get("nbgrader", {})
-        nb, report = grade_notebook(nb, submission_dir, [course_root(), source_root()], self.log)
+        submission_dir = Path(resources["metadata"]["path"])
+        source = Path(self.source_root) / str(info.get("assignment")) / f"{info.get('notebook')}.ipynb"
+        source_nb = nbformat.read(source, as_version=4) if self.source_root and source.is_file() else None
+        roots = [Path(p) for p in self.course_roots.split(os.pathsep) if p]
+        nb, report = grade_notebook(nb, submission_dir, roots, self.log, self.limits(), source_nb)
         report.update({"student": info.get("student"), "assignment": info.get("assignment"),
-                       "notebook": info.get("notebook")})
-        path = report_path(info.get("assignment", "unknown"), info.get("student", "unknown"),
-                           info.get("notebook", "notebook"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1))
+                       "notebook": info.get("notebook"),
+                       "repairs": list(nb.metadata.get("lecturelib", {}).get("repairs", []))})
+        resources["lecturelib"] = report
+        if self.report_root:
+            path = Path(self.report_root) / str(info.get("assignment")) / str(info.get("student")) / \
+                f"{info.get('notebook')}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1))
         self.log.info("isolated grading of %s/%s: %s (%s)", info.get("student"), info.get("notebook"),
                       ", ".join(report["status"]), report["isolation"])
+        return nb, resources
+
+
+class FlagDisagreements(NbGraderPreprocessor):
+    """After ``SaveAutoGrades``: mark the test cells whose verdict needs a TA's eyes as "needs manual grade"
+    (SaveAutoGrades resets the flag from the cell's output alone)."""
+
+    enabled = Bool(True).tag(config=True)
+
+    def preprocess(self, nb: NotebookNode, resources: dict):
+        report = resources.get("lecturelib")
+        info = resources.get("nbgrader", {})
+        flagged = [gid for gid, cell in (report or {}).get("cells", {}).items() if cell.get("flagged")]
+        if not flagged:
+            return nb, resources
+        with Gradebook(info["db_url"]) as gb:
+            for grade_id in flagged:
+                try:
+                    grade = gb.find_grade(grade_id, info["notebook"], info["assignment"], info["student"])
+                except MissingEntry:
+                    continue
+                grade.needs_manual_grade = True
+            gb.db.commit()
         return nb, resources

@@ -1,75 +1,83 @@
 """What crosses the sandbox boundary, and in which form.
 
-Into the sandbox: the calls of each case (trusted data, written with ``torch.save`` by the grader).
-Out of the sandbox: the outcomes of those calls as plain data only: a JSON tree whose arrays are
-stored in an ``.npz`` file read with ``allow_pickle=False``. Nothing the student's code built is
-ever unpickled or called by the grader; decoded outcomes are fresh tensors, arrays and numbers.
+Into the sandbox, only at the moment of the graded call: one IPython *user expression* that runs the grader's
+own copy of ``checks/runner.py`` (sent as source, in a fresh module) on the student's function, with the calls
+of every case (``torch.save``, base64) and a nonce per case. Nothing is written where code that ran earlier
+could read it. Out of the sandbox: the expression's value, a JSON string whose arrays travel as one ``.npz``
+read with ``allow_pickle=False``; its size, the arrays' declared sizes and every node are checked before
+anything is decoded, and every case must be answered exactly once, by its own nonce. Nothing the student's
+code built is ever unpickled or called by the grader; decoded outcomes are fresh tensors, arrays and numbers.
 """
 from __future__ import annotations
 
+import ast
+import base64
+import io
 import json
-import math
+import secrets
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checks.core import Call, Observed, Raised
+from ..checks import runner
+from ..checks.core import Observed, Raised
 
-MAX_OUTCOME_BYTES = 256 * 1024 * 1024
-MAX_JSON_BYTES = 8 * 1024 * 1024
-
-
-def save_calls(calls: list, path: Path) -> None:
-    """The calls of one suite: a list (per case) of lists of (args, kwargs, observer)."""
-    torch.save([[(call.args, call.kwargs, call.observer) for call in case_calls] for case_calls in calls], path)
+RUNNER_SOURCE = Path(runner.__file__).read_text()
+MAX_REPLY_CHARS = 256 * 1024 * 1024     # the user expression's repr, as the kernel sends it
+MAX_ARRAY_BYTES = 512 * 1024 * 1024     # all arrays of one reply, decompressed
 
 
-def load_calls(path: Path) -> list:
-    """The calls of one suite as :class:`Call` objects (per case, a list)."""
-    return [[Call(*args, **kwargs).observed_by(observer) if observer else Call(*args, **kwargs)
-             for args, kwargs, observer in case_calls] for case_calls in torch.load(path, weights_only=False)]
+def new_nonce() -> str:
+    return secrets.token_hex(8)
 
 
-class _Encoder:
-    def __init__(self):
-        self.arrays: dict[str, np.ndarray] = {}
-
-    def encode(self, value, depth=0):
-        if depth > 6:
-            raise ValueError("outcome nested too deeply")
-        if isinstance(value, Raised):
-            return {"raised": [value.type_name, value.message, value.where]}
-        if isinstance(value, Observed):
-            return {"observed": [self.encode(value.value, depth + 1), self.encode(value.facts, depth + 1)]}
-        if type(value) is torch.Tensor:
-            key = f"a{len(self.arrays)}"
-            tensor = value.detach().cpu()
-            if tensor.dtype == torch.bfloat16:
-                tensor = tensor.float()
-            self.arrays[key] = tensor.numpy()
-            return {"tensor": key}
-        if type(value) is np.ndarray:
-            key = f"a{len(self.arrays)}"
-            self.arrays[key] = value
-            return {"array": key}
-        if type(value) in (tuple, list):
-            return {"tuple" if type(value) is tuple else "list": [self.encode(v, depth + 1) for v in value]}
-        if type(value) is dict:
-            return {"dict": {str(k): self.encode(v, depth + 1) for k, v in value.items()}}
-        if type(value) is float and not math.isfinite(value):
-            return {"float": repr(value)}
-        if type(value) in (bool, int, float, str, type(None)):
-            return {"value": value}
-        raise ValueError(f"cannot encode {type(value).__name__}")
+def request(cases, forbidden) -> tuple[str, list[str]]:
+    """``(payload, nonces)``: the calls of ``cases`` and the exercise's forbidden ops, as the runner reads them."""
+    nonces = [new_nonce() for _ in cases]
+    observer = lambda call: call.observer if isinstance(call.observer, str) else None  # noqa: E731
+    body = {"forbidden": runner.forbidden_spec(forbidden),
+            "cases": [{"nonce": nonce, "calls": [(c.args, c.kwargs, observer(c)) for c in case.calls]}
+                      for nonce, case in zip(nonces, cases)]}
+    buffer = io.BytesIO()
+    torch.save(body, buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii"), nonces
 
 
-def save_outcomes(outcomes: list, forbidden: list, path: Path) -> None:
-    """``outcomes``: per case, a list of sanitized values or Raised; ``forbidden``: per case, op names."""
-    encoder = _Encoder()
-    tree = {"cases": [[encoder.encode(o) for o in case] for case in outcomes], "forbidden": forbidden}
-    np.savez(path.with_suffix(".npz"), **encoder.arrays)
-    path.with_suffix(".json").write_text(json.dumps(tree))
+def collector_expression(fn_expression: str, payload: str, audit_nonce: str) -> str:
+    """A user expression that raises the audit nonce, loads the runner into a fresh module and runs it."""
+    name = f"_lecturelib_runner_{audit_nonce}"
+    return ("(lambda sys, types: (sys.audit('lecturelib.nonce', {nonce!r}), "
+            "(m := types.ModuleType({name!r})), sys.modules.__setitem__({name!r}, m), "
+            "exec(compile({source!r}, {filename!r}, 'exec'), m.__dict__), "
+            "m.collect({fn}, {payload!r}))[-1])(__import__('sys'), __import__('types'))").format(
+        nonce=audit_nonce, name=name, source=RUNNER_SOURCE, filename=runner.RUNNER_FILENAME, fn=fn_expression,
+        payload=payload)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading the reply
+# ------------------------------------------------------------------------------------------------
+def _arrays(blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``, after checking their declared sizes (a small archive must not expand to GiBs)."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        if sum(info.file_size for info in archive.infolist()) > MAX_ARRAY_BYTES:
+            raise ValueError("outcome arrays too large")
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    raise ValueError("unknown array format")
+                shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise ValueError("outcome arrays must not hold Python objects")
+                if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize > MAX_ARRAY_BYTES:
+                    raise ValueError("outcome array too large")
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 def _decode(node, arrays, depth=0):
@@ -100,14 +108,37 @@ def _decode(node, arrays, depth=0):
     raise ValueError(f"unknown outcome kind {kind!r}")
 
 
-def load_outcomes(path: Path) -> tuple[list, list]:
-    """Read outcomes written in the sandbox: plain data only, size-limited."""
-    json_path, npz_path = path.with_suffix(".json"), path.with_suffix(".npz")
-    if json_path.stat().st_size > MAX_JSON_BYTES or npz_path.stat().st_size > MAX_OUTCOME_BYTES:
-        raise ValueError("outcomes too large")
-    tree = json.loads(json_path.read_text())
-    with np.load(npz_path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    cases = [[_decode(o, arrays) for o in case] for case in tree["cases"]]
-    forbidden = [[str(x) for x in case] for case in tree["forbidden"]]
-    return cases, forbidden
+def decode(text: str) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The JSON string the runner returned: its case records and arrays, checked."""
+    if not isinstance(text, str) or len(text) > MAX_REPLY_CHARS:
+        raise ValueError("reply missing or too large")
+    tree = json.loads(text)
+    return tree["cases"], _arrays(base64.b64decode(tree["arrays"], validate=True))
+
+
+def read_reply(text_plain: str, nonces: list[str], calls_per_case: list[int]) -> tuple[list, list, list[str]]:
+    """Outcomes per case from the user expression's ``text/plain`` value (the repr of the runner's JSON string).
+
+    Returns ``(outcomes, forbidden, problems)``: per case, the decoded outcomes (or None when the case has no
+    valid answer: missing, duplicated or malformed) and the forbidden ops reported; ``problems`` lists what was
+    wrong with the reply as a whole (records answering no case)."""
+    records, arrays = decode(ast.literal_eval(text_plain))
+    by_nonce: dict[str, list] = {}
+    for record in records:
+        by_nonce.setdefault(str(record.get("nonce")) if isinstance(record, dict) else "", []).append(record)
+    problems = [f"{len(v)} outcome(s) answer no case" for k, v in by_nonce.items() if k not in nonces]
+    outcomes, forbidden = [], []
+    for nonce, n_calls in zip(nonces, calls_per_case):
+        found = by_nonce.get(nonce, [])
+        try:
+            if len(found) != 1:
+                raise ValueError("missing" if not found else "answered twice")
+            values = [_decode(o, arrays) for o in found[0]["outcomes"]]
+            if len(values) != n_calls:
+                raise ValueError("wrong number of outcomes")
+            outcomes.append(values)
+            forbidden.append([str(x)[:200] for x in found[0]["forbidden"]])
+        except (ValueError, KeyError, TypeError, IndexError):
+            outcomes.append(None)
+            forbidden.append([])
+    return outcomes, forbidden, problems

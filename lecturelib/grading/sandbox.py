@@ -2,10 +2,15 @@
 
 Inside the bubblewrap sandbox the kernel sees only the system folders (/usr, /etc, ...), the Python
 installation, the virtual environment and the package, all read-only; a private /tmp; no network; its
-own PID namespace (every process it starts dies with it). None of the grader's secrets are there: no
-reference solutions or hidden cases (replaced by empty folders), no source notebooks, no course
-folders, no home folders or other checkouts. Only the submission's work folder is writable.
-Memory (address space) and CPU time are limited with setrlimit; wall time is enforced by the caller.
+own PID namespace (every process it starts dies with it). None of the grader's parts are there: no
+reference solutions, hidden cases or grading code (replaced by empty folders), no source notebooks, no
+course folders, no home folders or other checkouts.
+
+The work folder of one submission (:class:`Work`) is the grader's: the sandbox gets the submission, a home
+and a temp folder (``box/``, read-write) and the kernel's socket folder (``ipc/``, read-write, a mount point it
+cannot replace), and reads the connection file from ``conn/`` (read-only). Everything the grader writes or
+deletes is outside what the sandbox can write, and the work folder is removed only once the kernel's PID
+namespace is gone. Memory, CPU time and open files are limited with setrlimit; wall time by the caller.
 """
 from __future__ import annotations
 
@@ -13,28 +18,35 @@ import dataclasses
 import functools
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
 
-PACKAGE = Path(__file__).resolve().parent.parent       # .../lecturelib
-REPO = PACKAGE.parent
+from .paths import GRADER_ONLY, PACKAGE
+AUDIT_SOURCE = (Path(__file__).parent / "audit.py").read_text()
+# The venv's python at the venv's real path: a venv reached through a symlink is bound where it really is,
+# and its python must be started from there (resolving the python itself would leave the venv).
+PYTHON = str(Path(sys.prefix).resolve() / "bin" / Path(sys.executable).name) \
+    if (Path(sys.prefix).resolve() / "bin" / Path(sys.executable).name).exists() else sys.executable
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Resource limits of one submission's kernel."""
+    """Resource limits of one submission (the traits of ``IsolatedExecute`` set them)."""
 
-    memory_mb: int = int(os.environ.get("LECTURELIB_MEMORY_MB", "6144"))
-    cpu_seconds: int = int(os.environ.get("LECTURELIB_CPU_SECONDS", "1800"))
-    cell_timeout: int = int(os.environ.get("LECTURELIB_CELL_TIMEOUT", "120"))
-    collect_timeout: int = int(os.environ.get("LECTURELIB_COLLECT_TIMEOUT", "60"))
+    memory_mb: int = 6144
+    cpu_seconds: int = 1800
+    cell_timeout: int = 120
+    collect_timeout: int = 60
+    submission_seconds: int = 1800   # all cells, restarts and graded calls of one notebook together
     max_restarts: int = 6
-    # Figures are drawn but not rasterised while grading (no verdict reads them; ~0.1 s per figure):
-    # LECTURELIB_GRADING_FIGURES=1 keeps them as PNGs in the autograded notebooks and the feedback.
-    figures: bool = os.environ.get("LECTURELIB_GRADING_FIGURES", "") not in ("", "0")
+    open_files: int = 1024
+    # Figures are drawn but not rasterised while grading (no verdict reads them; ~0.1 s per figure).
+    figures: bool = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,20 +70,66 @@ SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/li
 
 
 def _runtime_dirs() -> list[Path]:
-    """What the kernel needs besides the system: the Python installation, the venv, the package."""
+    """What the kernel needs besides the system: the Python installation, the venv (its real path: a venv
+    reached through a symlink is bound where it really is), the package."""
     dirs = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), PACKAGE}
     dirs = {d for d in dirs if not any(str(d).startswith(s + "/") for s in SYSTEM_DIRS if Path(s).is_dir())}
-    return sorted(dirs, key=lambda d: len(d.parts))
+    return sorted({d for d in dirs if not any(p in dirs for p in d.parents)}, key=lambda d: len(d.parts))
 
 
 def _inside(path: Path, dirs) -> bool:
     return any(path == d or d in path.parents for d in dirs)
 
 
-def bwrap_args(work: Path, course_roots: list[Path]) -> list[str]:
-    """bubblewrap arguments. Only the system folders, the Python installation, the venv and the package
-    are visible (read-only): no home folders, no other checkouts, no course folders. The package's
-    reference solutions and hidden cases are replaced by empty folders; only ``work`` is writable."""
+class Work:
+    """The grader's folder for one submission: ``box/`` (the sandbox's writable area: submission, home, tmp),
+    ``ipc/`` (the kernel's sockets), ``conn/`` (the connection file) and ``visible/`` (the visible cases the
+    notebook's own checks use, as the student package ships them), both read-only inside."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="lecturelib-grade-")).resolve()
+        for sub in ("box/submission", "box/home", "box/tmp", "ipc", "conn", "visible"):
+            (self.root / sub).mkdir(parents=True)
+
+    @property
+    def submission(self) -> Path:
+        return self.root / "box" / "submission"
+
+    def fresh_ipc(self) -> Path:
+        """An empty socket folder for a new kernel (whatever the last kernel left there is not touched)."""
+        path = self.root / "ipc"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        return path
+
+    def remove(self) -> None:
+        """Delete the folder; call only when no kernel of this submission is alive (rmtree does not follow links)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def copy_submission(source: Path, dest: Path) -> list[str]:
+    """Copy a submission folder without following links; returns what was refused (links, FIFOs, devices...)."""
+    refused = []
+    for entry in os.scandir(source):
+        mode = entry.stat(follow_symlinks=False).st_mode
+        target = dest / entry.name
+        if stat.S_ISLNK(mode):
+            refused.append(f"{entry.name} (a symbolic link)")
+        elif stat.S_ISDIR(mode):
+            target.mkdir()
+            refused += [f"{entry.name}/{r}" for r in copy_submission(Path(entry.path), target)]
+        elif stat.S_ISREG(mode):
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            refused.append(f"{entry.name} (not a regular file: FIFO, socket or device)")
+    return refused
+
+
+def bwrap_args(work: Work, course_roots: list[Path]) -> list[str]:
+    """bubblewrap arguments: the system, the Python installation, the venv and the package read-only, without
+    the grader's parts; ``box/`` and ``ipc/`` read-write, ``conn/`` read-only."""
     args = [bubblewrap(), "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for name in SYSTEM_DIRS:
         path = Path(name)
@@ -83,29 +141,45 @@ def bwrap_args(work: Path, course_roots: list[Path]) -> list[str]:
     for path in runtime:
         args += ["--ro-bind", str(path), str(path)]
     visible = [Path(s) for s in SYSTEM_DIRS] + runtime
-    for path in [PACKAGE / "reference", PACKAGE / "hidden", *map(Path, course_roots)]:
+    for path in [*(PACKAGE / name for name in GRADER_ONLY), *map(Path, course_roots)]:  # course.py: /dev/null
         if path.exists() and _inside(path.resolve(), visible):
-            args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
-    args += ["--bind", str(work), str(work), "--chdir", str(work / "submission"),
+            args += ["--tmpfs", str(path.resolve())] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
+    root = work.root
+    args += ["--bind", str(root / "box"), str(root / "box"), "--bind", str(root / "ipc"), str(root / "ipc"),
+             "--ro-bind", str(root / "conn"), str(root / "conn"), "--ro-bind", str(root / "visible"),
+             str(root / "visible"), "--chdir", str(work.submission),
              "--unshare-all", "--die-with-parent", "--unsetenv", "JPY_PARENT_PID"]
     return args
 
 
+LIMITS_SOURCE = """import os, resource, sys
+memory, cpu, files = (int(x) for x in sys.argv[1:4])
+resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+os.execv(sys.argv[4], sys.argv[4:])
+"""
+
+
 def limit_args(limits: Limits) -> list[str]:
-    """Run the kernel under setrlimit (address space, CPU seconds)."""
-    return [sys.executable, "-m", "lecturelib.grading.limits", str(limits.memory_mb), str(limits.cpu_seconds), "--"]
+    """Run the rest of the command under setrlimit (address space, CPU seconds, open files)."""
+    return [PYTHON, "-c", LIMITS_SOURCE, str(limits.memory_mb * 1024 * 1024), str(limits.cpu_seconds),
+            str(limits.open_files)]
 
 
 class SandboxKernelManager(AsyncKernelManager):
-    """A KernelManager whose kernel runs inside the sandbox and talks over Unix sockets in ``work``."""
+    """A KernelManager whose kernel runs inside the sandbox, talks over Unix sockets in ``ipc/``, and reports
+    audit events on the write end ``audit_fd`` of a pipe (see ``audit.py``)."""
 
-    def __init__(self, work: Path, limits: Limits, course_roots: list[Path], **kwargs):
-        self.work = Path(work)
+    def __init__(self, work: Work, limits: Limits, course_roots: list[Path], audit_fd: int, **kwargs):
+        self.work = work
         self.limits = limits
         self.course_roots = [Path(p) for p in course_roots]
-        (self.work / "ipc").mkdir(parents=True, exist_ok=True)
-        super().__init__(transport="ipc", ip=str(self.work / "ipc" / "kernel"),
-                         connection_file=str(self.work / "ipc" / "connection.json"), **kwargs)
+        self.audit_fd = audit_fd
+        ipc = work.fresh_ipc()
+        super().__init__(transport="ipc", ip=str(ipc / "kernel"),
+                         connection_file=str(work.root / "conn" / "connection.json"), **kwargs)
 
     @property
     def kernel_spec(self):
@@ -117,7 +191,7 @@ class SandboxKernelManager(AsyncKernelManager):
         return self._kernel_spec
 
     def format_kernel_cmd(self, extra_arguments=None):
-        kernel = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", self.connection_file]
+        kernel = [PYTHON, "-Xfrozen_modules=off", "-c", AUDIT_SOURCE, "-f", self.connection_file]
         if not self.limits.figures:
             kernel.append("--InlineBackend.figure_formats=set()")
         cmd = limit_args(self.limits) + kernel
@@ -128,28 +202,27 @@ class SandboxKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw):
         env = dict(kw.pop("env", None) or os.environ)
         env.update(kernel_environment(self.work))
+        env["LECTURELIB_AUDIT_FD"] = str(self.audit_fd)
         kw["env"] = env
-        kw.setdefault("cwd", str(self.work / "submission"))
+        kw["pass_fds"] = (self.audit_fd,)
+        kw.setdefault("cwd", str(self.work.submission))
         kw.setdefault("stdout", subprocess.DEVNULL)  # the kernel's banner; its messages go over the sockets
         return await super()._async_pre_start_kernel(**kw)
 
 
-def kernel_environment(work: Path) -> dict:
-    """Environment of the kernel: everything writable points into ``work``."""
+def kernel_environment(work: Work) -> dict:
+    """Environment of the kernel: everything writable points into ``box/``."""
+    box = work.root / "box"
     return {
-        "HOME": str(work / "home"),
-        "IPYTHONDIR": str(work / "home" / "ipython"),
-        "JUPYTER_CONFIG_DIR": str(work / "home" / "jupyter"),
-        "JUPYTER_DATA_DIR": str(work / "home" / "jupyter-data"),
-        "JUPYTER_RUNTIME_DIR": str(work / "home" / "jupyter-runtime"),
-        "MPLCONFIGDIR": str(work / "home" / "mpl"),
-        "TMPDIR": str(work / "tmp"),
+        "HOME": str(box / "home"),
+        "IPYTHONDIR": str(box / "home" / "ipython"),
+        "JUPYTER_CONFIG_DIR": str(box / "home" / "jupyter"),
+        "JUPYTER_DATA_DIR": str(box / "home" / "jupyter-data"),
+        "JUPYTER_RUNTIME_DIR": str(box / "home" / "jupyter-runtime"),
+        "MPLCONFIGDIR": str(box / "home" / "mpl"),
+        "TMPDIR": str(box / "tmp"),
+        "LECTURELIB_VISIBLE_DATA": str(work.root / "visible"),
         "NBGRADER_EXECUTION": "autograde",
         "PYTHONWARNINGS": "ignore",
         "OMP_NUM_THREADS": os.environ.get("LECTURELIB_KERNEL_THREADS", "1"),
     }
-
-
-def prepare_work(work: Path) -> None:
-    for sub in ("submission", "home", "tmp", "calls", "outcomes", "ipc"):
-        (work / sub).mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,89 @@
-"""Hidden test cases (grader copy only: the student package leaves this folder out).
+"""Everything about the checks that students must not have (grader copy only: the student package and the
+grading sandbox leave this folder out).
 
-Each topic module holds ``SPECS = {exercise name: [spec, ...]}``, plain data that the exercise's
-case builder in ``lecturelib.checks.<topic>`` turns into cases. Cases differ from the visible ones
-(other shapes, strides, paddings, seeds), so passing the visible suite by special-casing is not enough.
+Each topic module ``hidden/<topic>.py`` holds, per exercise of the topic:
+
+* ``BUILDERS[name](specs, reveal)``: turns plain specs into :class:`~lecturelib.checks.core.Case` objects,
+  computing their ``data`` with independent oracles (torch built-ins, float64 NumPy, brute force) and the
+  outputs of the exercise's known mistakes (``mistake_outputs``);
+* ``VISIBLE[name]``: the visible specs (students get the cases built from them as data, never the code);
+* ``SPECS[name]``: the hidden specs. They differ from the visible ones (other shapes, strides, paddings,
+  seeds), so passing the visible suite by special-casing is not enough.
+
+``make release`` writes the visible cases of every topic into the student package
+(``lecturelib/checks/visible/<topic>.pt``) with :func:`write_visible`.
 """
+from __future__ import annotations
+
+import importlib
+import io
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..checks.core import EXERCISES, Case, NotPlainData, Raised, quiet, sanitize, seeded
+
+__all__ = ["build", "visible_bytes", "write_visible", "mistake_outputs", "topics"]
+
+
+def _module(topic: str):
+    return importlib.import_module(f"{__name__}.{topic}")
+
+
+def topics() -> list[str]:
+    """The topics that have exercises."""
+    return sorted({ex.topic for ex in EXERCISES.values()})
+
+
+def build(name: str, suite: str) -> list[Case]:
+    """The cases of one suite of exercise ``name``, built from its specs (seeded: identical every time)."""
+    topic = EXERCISES[name].topic
+    module = _module(topic)
+    specs = module.VISIBLE[name] if suite == "visible" else module.SPECS[name]
+    reveal = suite == "visible"
+    with quiet(), seeded(0):
+        cases = list(module.BUILDERS[name](specs, reveal))
+    for i, case in enumerate(cases, 1):
+        case.reveal = reveal
+        if not reveal:  # hidden names reveal no inputs: the feedback shows them to students
+            case.name = f"hidden case {i}" + (f" ({case.about})" if case.about else "")
+    return cases
+
+
+def visible_bytes(topic: str) -> bytes:
+    """The visible cases of every exercise of ``topic``, serialized (what the student package ships)."""
+    names = [name for name, ex in EXERCISES.items() if ex.topic == topic]
+    buffer = io.BytesIO()
+    torch.save({name: [case.to_dict() for case in build(name, "visible")] for name in names}, buffer)
+    return buffer.getvalue()
+
+
+def write_visible(dest: Path) -> list[Path]:
+    """Write ``<dest>/<topic>.pt`` for every topic (``make release``: dest is the student package's
+    ``lecturelib/checks/visible``)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for topic in topics():
+        path = dest / f"{topic}.pt"
+        path.write_bytes(visible_bytes(topic))
+        written.append(path)
+    return written
+
+
+def mistake_outputs(mistakes: Sequence[tuple[Callable, str]], *args, **kwargs) -> list[tuple[object, str]]:
+    """``(output, cause)`` for each known mistake ``(fn, cause)`` run on the case's inputs, as plain data.
+
+    What the student package compares a wrong answer with to name its cause (``core.known_mistake``);
+    a mistake that raises or returns nothing comparable on these inputs is left out."""
+    outputs = []
+    for fn, cause in mistakes:
+        try:
+            with quiet():
+                value = sanitize(fn(*args, **kwargs))
+        except (NotPlainData, ArithmeticError, ValueError, RuntimeError, IndexError):
+            continue
+        if not isinstance(value, Raised):
+            outputs.append((value, cause))
+    return outputs

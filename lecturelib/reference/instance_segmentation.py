@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validate import require_float, require_int, require_pair, require_tensor
+from ..rois import roi_align
 
 __all__ = ["mask_targets", "mask_loss", "paste_masks"]
 
@@ -36,7 +37,6 @@ def mask_targets(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idx: torch
         raise ValueError(f"matched_idx must index gt_masks (0..{len(gt_masks) - 1}), got {matched_idx.tolist()[:8]}")
     if len(boxes) == 0:
         return torch.zeros(0, M, M)
-    from ..detection import roi_align
     masks = gt_masks[matched_idx].to(torch.float32)[:, None]                  # (R, 1, H, W)
     rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes.to(torch.float32)], dim=1)
     soft = roi_align(masks, rois, (M, M), spatial_scale=1.0, sampling_ratio=2)[:, 0]

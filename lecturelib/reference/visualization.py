@@ -11,13 +11,12 @@ Conventions shared by the four functions (the notebook states them):
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validate import describe, require_int, require_tensor
+from .._validate import describe, require_int, require_module, require_tensor
+from ..train import eval_mode
 
 __all__ = ["saliency_map", "class_activation_map", "grad_cam", "occlusion_map"]
 
@@ -25,12 +24,6 @@ __all__ = ["saliency_map", "class_activation_map", "grad_cam", "occlusion_map"]
 # ------------------------------------------------------------------------------------------------
 # Argument checks
 # ------------------------------------------------------------------------------------------------
-def _check_model(model) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
-    return model
-
-
 def _check_images(images) -> torch.Tensor:
     images = require_tensor("images", images, ndim=4, floating=True)
     if images.shape[0] == 0:
@@ -61,19 +54,6 @@ def _class_scores(logits: torch.Tensor, classes: torch.Tensor, name: str) -> tor
     return logits.gather(1, classes.to(logits.device)[:, None])[:, 0]
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    """Run in eval mode (BatchNorm uses its running statistics, dropout is off); restore every
-    submodule's own mode afterwards, also on error."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
 # ------------------------------------------------------------------------------------------------
 # Saliency
 # ------------------------------------------------------------------------------------------------
@@ -84,7 +64,7 @@ def saliency_map(model: nn.Module, images: torch.Tensor, labels) -> torch.Tensor
     Returns (N, H, W), dtype of ``images``. ``S_y`` is the unnormalised score of class ``labels[n]``
     for image n. The parameters' ``.grad`` are left untouched (``torch.autograd.grad``).
     """
-    model = _check_model(model)
+    model = require_module("model", model)
     images = _check_images(images)
     labels = _check_classes("labels", labels, images.shape[0])
     with torch.enable_grad():
@@ -138,7 +118,7 @@ def grad_cam(model: nn.Module, target_layer: nn.Module, images: torch.Tensor, cl
     The model is left as it was: computed in eval mode and the caller's modes restored, the hook
     removed (also on error), parameters' ``requires_grad`` and ``.grad`` untouched.
     """
-    model = _check_model(model)
+    model = require_module("model", model)
     target_layer = _layer_in(model, target_layer)
     images = _check_images(images)
     class_idx = _check_classes("class_idx", class_idx, images.shape[0])
@@ -152,7 +132,7 @@ def grad_cam(model: nn.Module, target_layer: nn.Module, images: torch.Tensor, cl
         # would otherwise overwrite A and the graph through it.
         return output.clone()
 
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         handle = target_layer.register_forward_hook(keep_output)
         try:
             # The input requires gradients, so A does even when every parameter is frozen.
@@ -182,7 +162,7 @@ def occlusion_map(model: nn.Module, images: torch.Tensor, labels, patch: int, st
     S(x_n) - S(x_n with rows i*stride : i*stride + patch and columns j*stride : j*stride + patch
     set to 0), S the unnormalised score of class labels[n]. The model is evaluated as it is.
     """
-    model = _check_model(model)
+    model = require_module("model", model)
     images = _check_images(images)
     n, c, h, w = images.shape
     labels = _check_classes("labels", labels, n)
