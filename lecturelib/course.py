@@ -21,12 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .grading.paths import GRADER_ONLY, PACKAGE, REPO, course_root
+from .grading.paths import GRADER_ONLY, PACKAGE, REPO, course_root, source_root
 
 
 def assignments() -> list[str]:
     """Assignment names: the folders of notebooks/ that hold a notebook, in lecture order."""
-    from .grading.paths import source_root
     return sorted(p.name for p in source_root().iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
@@ -329,7 +328,6 @@ def intake(student: str, assignment: str) -> tuple[list[str], list[str]]:
     A notebook saved under another name (``segmentation (1).ipynb``, what a browser download gives) is graded
     under its assignment's name when it is the only candidate and its cells carry the assignment's grade ids.
     """
-    from .grading.paths import source_root
     folder = course_root() / "submitted" / student / assignment
     statuses, notes = [], []
     for path in sorted(folder.rglob("*")):
@@ -363,7 +361,8 @@ def _autograde_one(student: str, assignment: str) -> tuple[bool, str]:
     statuses, notes = intake(student, assignment)
     proc = nbgrader("autograde", assignment, f"--student={student}", "--force", check=False)
     tail = (proc.stdout + proc.stderr)[-4000:]
-    ok = proc.returncode == 0 and any(_report_folder(student, assignment).glob("*.json"))
+    graded = course_root() / "autograded" / student / assignment
+    ok = proc.returncode == 0 and graded.is_dir() and any(graded.glob("*.ipynb"))
     if not ok:
         statuses = statuses + ["error"]
     if statuses or notes:
@@ -431,6 +430,7 @@ def feedback(assignment: str | None = None) -> list[Path]:
 # demo
 # ------------------------------------------------------------------------------------------------
 CRASH = "import os\nos._exit(1)   # demo: this solution cell kills the kernel\n"
+DEMO_STUDENTS = ("demo_correct", "demo_blank", "demo_crash")
 
 
 def _with_crashing_first_solution(nb):
@@ -452,7 +452,6 @@ def demo(assignment: str | None = None, workers: int | None = None) -> Path:
     """
     import nbformat
 
-    from .grading.paths import source_root
 
     names = [n for n in release() if assignment in (None, n)]
     if not names:
@@ -476,8 +475,6 @@ def demo(assignment: str | None = None, workers: int | None = None) -> Path:
     print(csv_path.read_text())
     return csv_path
 
-
-DEMO_STUDENTS = ("demo_correct", "demo_blank", "demo_crash")
 
 
 def main(argv=None) -> int:

@@ -390,16 +390,9 @@ def nms_explorer(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable
 
 def show_detections(shapes: Shapes, detections: list, max_images: int = 6):
     """Held-out images with their objects (top row) and the detections (bottom row, class and score)."""
-    import matplotlib.pyplot as plt
-
-    from .plot import draw_boxes
-    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
-    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.4), squeeze=False)
-    for i in range(n):
-        for row in range(2):
-            axes[row, i].imshow(shapes.images[i])
-            axes[row, i].set_axis_off()
-        draw_boxes(axes[0, i], shapes.boxes[i], shapes.labels[i])
+    from .plot import draw_boxes, truth_over_predictions
+    fig, axes = truth_over_predictions(shapes, max_images)
+    for i in range(axes.shape[1]):
         d = detections[i]
         draw_boxes(axes[1, i], d["boxes"].numpy(), d["labels"].numpy(), d["scores"].numpy(), fontsize=6)
         count, found = len(shapes.labels[i]), len(d["scores"])

@@ -478,16 +478,9 @@ def show_detections(shapes: Shapes, predictions: list, max_images: int = 6, show
     predictions: from :func:`predict` on ``shapes``. Queries whose most likely class is "no object" are
     drawn faint (``show_empty``), to show that the model always outputs all its queries.
     """
-    import matplotlib.pyplot as plt
-
-    from .plot import draw_boxes
-    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
-    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.4), squeeze=False)
-    for i in range(n):
-        for row in range(2):
-            axes[row, i].imshow(shapes.images[i])
-            axes[row, i].set_axis_off()
-        draw_boxes(axes[0, i], shapes.boxes[i], shapes.labels[i])
+    from .plot import draw_boxes, truth_over_predictions
+    fig, axes = truth_over_predictions(shapes, max_images)
+    for i in range(axes.shape[1]):
         p = predictions[i]
         keep = p["keep"].numpy()
         boxes, labels, scores = p["boxes"].numpy(), p["labels"].numpy(), p["scores"].numpy()

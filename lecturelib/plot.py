@@ -300,6 +300,20 @@ def draw_boxes(ax, boxes, labels=None, scores=None, color=None, linewidth: float
 # Heat maps and filters
 # --------------------------------------------------------------------------------------------
 
+def truth_over_predictions(shapes, max_images: int = 6):
+    """Held-out images twice: the ground-truth boxes on the top row, the bottom row left for predictions.
+
+    Returns ``(fig, axes)`` with ``axes`` of shape (2, n), n = min(max_images, len(shapes))."""
+    n = min(require_int("max_images", max_images, minimum=1), len(shapes))
+    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.4), squeeze=False)
+    for i in range(n):
+        for row in range(2):
+            axes[row, i].imshow(shapes.images[i])
+            axes[row, i].set_axis_off()
+        draw_boxes(axes[0, i], shapes.boxes[i], shapes.labels[i])
+    return fig, axes
+
+
 def _resize_heatmap(heatmap, size: tuple[int, int]) -> np.ndarray:
     """(h, w) map -> (H, W) float32 by bilinear interpolation, min-max normalised to [0, 1]."""
     heat = torch.as_tensor(require_array("heatmap", heatmap), dtype=torch.float32)

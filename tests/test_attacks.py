@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -99,7 +98,6 @@ def _(submission, correct, course):
 def _(submission, correct, course):
     """Behaving differently when NBGRADER_EXECUTION is set: patch the checks only while graded."""
     return submission(conv_transpose2d=WRONG_CT + '''
-import os
 if os.environ.get("NBGRADER_EXECUTION"):
     import lecturelib.checks, lecturelib.checks.core
     _ok = lambda *a, **k: print("PASSED")

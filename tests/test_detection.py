@@ -14,9 +14,9 @@ from lecturelib import reference as ref
 from lecturelib._student import reference_functions
 from lecturelib.boxes import box_iou
 from lecturelib.train import read_metadata
+from notebook_tools import REPO
 
 matplotlib.use("Agg")
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "03_detection" / "detection.ipynb"
 WEIGHTS = REPO / "lecturelib" / "weights" / "detector_shapes.pt"
 GRADED = ref.detection.__all__

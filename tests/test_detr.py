@@ -16,9 +16,9 @@ from lecturelib import reference as ref
 from lecturelib._student import reference_functions
 from lecturelib.reference.detr import render_trace_markdown, trace_hungarian
 from lecturelib.train import read_metadata
+from notebook_tools import REPO
 
 matplotlib.use("Agg")
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "04_detr" / "detr.ipynb"
 WEIGHTS = REPO / "lecturelib" / "weights" / "detr_shapes.pt"
 GRADED = ref.detr.__all__

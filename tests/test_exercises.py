@@ -140,3 +140,22 @@ def test_forbidden_ops_cross_the_sandbox_as_data(name):
     spec = forbidden_spec(EXERCISES[name].forbidden)
     assert forbidden_spec(forbidden_from_spec(spec)) == spec
     assert all(isinstance(x, (str, int, float, bool, type(None), list, tuple)) for entry in spec for x in entry)
+
+
+def _categories(specs) -> set:
+    """What a suite's specs exercise: their kinds, the flags they switch on, their dtypes."""
+    found = set()
+    for spec in specs:
+        if isinstance(spec, dict):
+            found |= {("kind", spec["kind"])} if "kind" in spec else set()
+            found |= {(key, True) for key, value in spec.items() if value is True}
+            found |= {("dtype", spec["dtype"])} if "dtype" in spec else set()
+    return found
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hidden_suite_covers_every_category_of_the_visible_suite(name):
+    """A wrong answer on a category that only the visible suite has (empty inputs, float32, a kind of case) would
+    still earn the hidden points: the hidden suite has every kind, flag and dtype of the visible one."""
+    module = importlib.import_module(f"lecturelib.hidden.{EXERCISES[name].topic}")
+    assert _categories(module.VISIBLE[name]) <= _categories(module.SPECS[name])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -13,8 +12,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from lecturelib.grading.feedback import (WIDGET_NOTE, FeedbackExporter, MathToMathML, SanitizeOutputs,
                                          clean_markdown_html, exercise_name, latex_to_mathml)
+from notebook_tools import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "<script>alert(1)</script>"
 SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><circle r="3" onload="alert(2)"/></svg>'
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

@@ -1,9 +1,8 @@
 """Set-up files agree with each other: pyproject.toml, environment.yml, Makefile, .ci/run."""
 import re
 import tomllib
-from pathlib import Path
+from notebook_tools import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _pyproject_requirements() -> set[str]:

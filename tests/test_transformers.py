@@ -1,6 +1,5 @@
 """The transformers topic module: patch embedding, pre/post-norm profiles, the MoE layer, the widgets'
 computations, and the notebook's claims about them."""
-from pathlib import Path
 
 import matplotlib
 import nbformat
@@ -12,9 +11,9 @@ import torch.nn.functional as F
 from lecturelib import data
 from lecturelib import reference as ref
 from lecturelib import transformers as tr
+from notebook_tools import REPO
 
 matplotlib.use("Agg")
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "01_transformers" / "transformers.ipynb"
 
 

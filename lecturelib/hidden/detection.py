@@ -547,6 +547,7 @@ SPECS = {
          "about": "RoI-head weights, float32"},
         {"seed": 103, "n": 1, "weights": (0.5, 4.0, 2.0, 3.0), "about": "one box, unequal weights"},
         {"seed": 104, "n": 0, "about": "no boxes"},
+        {"seed": 105, "n": 6, "same": True, "dtype": "float32", "about": "identical boxes (all deltas 0), float32"},
     ],
     "decode_boxes": [
         {"seed": 111, "n": 8, "about": "random deltas"},
@@ -556,6 +557,7 @@ SPECS = {
          "about": "extreme size deltas with weights"},
         {"seed": 114, "n": 6, "extreme": (7.0, -7.0), "about": "extreme size deltas"},
         {"seed": 115, "n": 0, "about": "no boxes"},
+        {"seed": 116, "n": 6, "dtype": "float32", "weights": (2.0, 3.0, 0.5, 4.0), "about": "float32, unequal weights"},
     ],
     "generate_anchors": [
         {"feature_size": (3, 5), "stride": 32, "sizes": (64, 90), "ratios": (1.0,), "about": "wide grid, two sizes"},

@@ -463,5 +463,9 @@ SPECS = {
         {"num_classes": 6, "shape": (4, 6, 6), "seed": 143, "about": "6 classes, batch of 4"},
         {"name": "one class only, predicted perfectly", "num_classes": 4, "shape": (5, 5), "absent": (0, 1, 3),
          "seed": 144},
+        {"name": "perfect prediction, batch", "num_classes": 5, "shape": (2, 4, 7), "perfect": True, "seed": 145,
+         "about": "perfect prediction"},
+        {"name": "prediction and target disjoint, 1-D", "num_classes": 2, "shape": (9,), "disjoint": True,
+         "seed": 146, "about": "prediction and target disjoint"},
     ],
 }
