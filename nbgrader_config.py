@@ -70,6 +70,8 @@ if not os.environ.get("LECTURELIB_IN_KERNEL_GRADING"):
     c.IsolatedExecute.report_root = str(ROOT / "grading_reports")
     c.IsolatedExecute.source_root = str(SOURCE)
     c.IsolatedExecute.course_roots = os.pathsep.join([str(ROOT), str(SOURCE)])
+    # A secret (kept out of the repository) makes every student's hidden inputs their own.
+    c.IsolatedExecute.course_secret = env("LECTURELIB_COURSE_SECRET", "")
 
 # Run every notebook with the project's own Python (an absolute path in the kernelspec that
 # `make install` registers), never whatever `python` comes first on PATH.

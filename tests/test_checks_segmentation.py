@@ -381,3 +381,20 @@ def test_max_unpool_expectations_agree_with_torch(suite):
         k = size[0] // pooled.shape[2]
         assert verify_case(case, [F.max_unpool2d(pooled, indices, k, stride=k, output_size=size)]).passed
         assert not verify_case(case, [F.max_unpool2d(pooled, indices, k, stride=k, output_size=size) + 1e-3]).passed
+
+
+def ct_by_conv2d(x, weight, bias=None, stride=1, padding=0):
+    """An allowed route: conv2d (forward) on the zero-inserted input with the flipped, transposed kernel."""
+    n, c_in, h, w = x.shape
+    kh, kw = weight.shape[-2:]
+    dilated = x.new_zeros(n, c_in, (h - 1) * stride + 1, (w - 1) * stride + 1)
+    dilated[..., ::stride, ::stride] = x
+    kernel = weight.flip(-1, -2).transpose(0, 1)
+    out = F.conv2d(F.pad(dilated, (kw - 1, kw - 1, kh - 1, kh - 1)), kernel)
+    out = out[..., padding: out.shape[-2] - padding, padding: out.shape[-1] - padding]
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def test_conv2d_on_a_zero_inserted_input_is_an_allowed_implementation():
+    check("conv_transpose2d", ct_by_conv2d, verbose=False)
+    check("conv_transpose2d", ct_by_conv2d, suite="hidden", verbose=False)

@@ -407,3 +407,20 @@ def test_reference_rejects_bad_input():
         ref.top_k_routing(torch.zeros(2, 4), 5)
     with pytest.raises(TypeError, match="expert_indices"):
         ref.load_balancing_loss(torch.zeros(2, 4), torch.zeros(2, 1))
+
+
+@pytest.mark.parametrize("route", ["aten_packet", "aten_overload", "torch_group_norm"])
+def test_library_norms_are_refused_by_every_route(route):
+    """Whatever the Python route (torch.ops.aten by name, a functional variant under another name), the library
+    normalisation is refused."""
+    def rms(x, weight, eps=1e-6):
+        if route == "aten_packet":
+            return torch.ops.aten.rms_norm(x, [x.shape[-1]], weight, eps)
+        if route == "aten_overload":
+            return torch.ops.aten.rms_norm.default(x, [x.shape[-1]], weight, eps)
+        scale = x.pow(2).mean(-1, keepdim=True).add(eps).rsqrt()
+        torch.group_norm(x.reshape(-1, x.shape[-1], 1), 1)  # reached, even if unused
+        return x * scale * weight
+
+    message = fails("rms_norm", rms)
+    assert "implement it yourself" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -159,3 +160,48 @@ def test_hidden_suite_covers_every_category_of_the_visible_suite(name):
     still earn the hidden points: the hidden suite has every kind, flag and dtype of the visible one."""
     module = importlib.import_module(f"lecturelib.hidden.{EXERCISES[name].topic}")
     assert _categories(module.VISIBLE[name]) <= _categories(module.SPECS[name])
+
+
+def test_readme_lists_what_each_exercise_refuses():
+    """The students' table of refused library calls is the checks' own list."""
+    from lecturelib.checks.runner import CallableWatch, ForbiddenOp, TorchFunctionWatch
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in readme.splitlines() if line.startswith("| `")}
+    for name, exercise in EXERCISES.items():
+        whats = []
+        for entry in exercise.forbidden:
+            if isinstance(entry, ForbiddenOp):
+                whats.append(entry.what)
+            elif isinstance(entry, CallableWatch):
+                whats += [c.what for c in entry.callables] + [what for _, what in entry.modules]
+            elif isinstance(entry, TorchFunctionWatch):
+                whats += [what for _, what in entry.functions]
+        if whats:
+            assert name in rows, name
+            assert all(what in rows[name] for what in whats), (name, whats)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_personal_hidden_inputs_with_a_course_secret(name):
+    """With a course secret, each student's random hidden inputs are their own, the same at every regrade, and the
+    reference passes them all."""
+    from lecturelib import hidden
+    from lecturelib.checks.core import verify_case
+    from lecturelib.checks.runner import run_calls
+
+    def inputs(student):
+        cases = hidden.build(name, "hidden", student, "s3cret")
+        return cases, [repr([(c.args, c.kwargs) for c in case.calls]) for case in cases]
+
+    alice, alice_inputs = inputs("alice")
+    assert inputs("alice")[1] == alice_inputs
+    seeded = [i for i, s in enumerate(importlib.import_module(f"lecturelib.hidden.{EXERCISES[name].topic}")
+                                      .SPECS[name]) if isinstance(s, dict) and "seed" in s]
+    bob_inputs = inputs("bob")[1]
+    if seeded:
+        assert any(alice_inputs[i] != bob_inputs[i] for i in seeded)
+    reference = getattr(ref, name)
+    for student in ("alice", "bob", "carol"):
+        for case in hidden.build(name, "hidden", student, "s3cret"):
+            outcomes, used = run_calls(reference, case.calls, EXERCISES[name].forbidden)
+            assert verify_case(case, outcomes, used).passed, (student, case.name)

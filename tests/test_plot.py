@@ -220,3 +220,17 @@ def test_explorer_recomputes_the_view_and_redraws_when_a_control_moves():
         explorer({"n": widgets.IntSlider()}, lambda n: n, draw, arrange="diagonal")
     with pytest.raises(TypeError, match="controls"):
         explorer([], lambda: 0, draw)
+
+
+def test_explorer_builds_nothing_while_autograding(monkeypatch):
+    import ipywidgets as widgets
+
+    from lecturelib import plot
+    drawn = []
+    controls = {"k": widgets.IntSlider(value=2, min=1, max=3)}
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert plot.explorer(controls, lambda k: k, lambda v: drawn.append(v)) is None
+    assert drawn == []
+    monkeypatch.delenv("NBGRADER_EXECUTION")
+    box = plot.explorer(controls, lambda k: {"k": k}, lambda v: drawn.append(v) or plt.figure())
+    assert box.interactive.result == {"k": 2} and drawn == [{"k": 2}]

@@ -495,8 +495,10 @@ def load_cases(data: bytes) -> dict[str, list[Case]]:
     return {name: [Case.from_dict(d) for d in dicts] for name, dicts in table.items()}
 
 
-def build_cases(name: str, suite: str = "visible") -> tuple[Exercise, list[Case]]:
-    """Look up an exercise and the cases of one suite (the hidden suite: grader copy only)."""
+def build_cases(name: str, suite: str = "visible", student: str | None = None,
+                secret: str | None = None) -> tuple[Exercise, list[Case]]:
+    """Look up an exercise and the cases of one suite (the hidden suite: grader copy only; with a course
+    ``secret``, its random inputs are the ``student``'s own: ``hidden.personal_seed``)."""
     if not isinstance(name, str) or name not in EXERCISES:
         raise ValueError(f"unknown exercise {name!r}; known exercises: {', '.join(sorted(EXERCISES))}")
     if suite not in SUITES:
@@ -504,7 +506,7 @@ def build_cases(name: str, suite: str = "visible") -> tuple[Exercise, list[Case]
     exercise = EXERCISES[name]
     if suite == "visible":
         return exercise, load_cases(_visible_bytes(exercise.topic))[name]
-    return exercise, _grader_side().build(name, suite)
+    return exercise, _grader_side().build(name, suite, student, secret)
 
 
 def quiet():

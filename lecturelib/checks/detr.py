@@ -26,6 +26,10 @@ from .runner import CallableWatch, ForbiddenCallable
 _SLOW_ASSIGNMENT = ("an O(n^3) algorithm needs well under a second here (an endless loop? trying every "
                     "assignment takes n! steps, and 200! is astronomically many)")
 
+# Every function of scipy's optimisation and graph packages, private modules included (scipy.optimize._lsap,
+# scipy.optimize._linprog_highs, scipy.sparse.csgraph._matching): a solver reached by any route is refused.
+_SOLVER_MODULES = (("scipy.optimize", "a scipy.optimize solver"),
+                   ("scipy.sparse.csgraph", "a scipy.sparse.csgraph graph algorithm (a matching solver)"))
 _ASSIGNMENT_SOLVERS = (
     ForbiddenCallable("scipy.optimize", "linear_sum_assignment", "scipy.optimize.linear_sum_assignment"),
     ForbiddenCallable("scipy.optimize._lsap", "linear_sum_assignment", "scipy.optimize.linear_sum_assignment"),
@@ -216,7 +220,7 @@ register(Exercise(
     summary="minimum total cost equal to scipy's linear_sum_assignment and to brute force (square, tall, wide, "
             "ties, constant, 1x1, +inf pairs, 200x200); valid assignment of size min(n, m), rows sorted; invariant "
             "to adding constants to rows and columns; ValueError for NaN, -inf and infeasible matrices",
-    forbidden=(CallableWatch(_ASSIGNMENT_SOLVERS, slow_hint=_SLOW_ASSIGNMENT),),
+    forbidden=(CallableWatch(_ASSIGNMENT_SOLVERS, slow_hint=_SLOW_ASSIGNMENT, modules=_SOLVER_MODULES),),
 ))
 
 

@@ -95,6 +95,31 @@ class _ForbiddenOpRecorder(TorchDispatchMode):
 
 
 @contextlib.contextmanager
+def _torch_ops_calls(recorder: _ForbiddenOpRecorder):
+    """``torch.ops.aten.<op>(...)`` called by name: a composite operator (``rms_norm`` on the CPU) never reaches
+    the dispatch mode as itself, only as what it decomposes into, so the call is seen where it is made."""
+    from torch._ops import OpOverload, OpOverloadPacket
+    originals = {OpOverloadPacket: OpOverloadPacket.__call__, OpOverload: OpOverload.__call__}
+
+    def seen(cls):
+        def call(self, /, *args, **kwargs):
+            packet = self if cls is OpOverloadPacket else self.overloadpacket
+            for op in recorder._by_name.get(getattr(packet, "__name__", ""), ()):
+                if op.applies(args) and op.what not in recorder.used:
+                    recorder.used.append(op.what)
+            return originals[cls](self, *args, **kwargs)
+        return call
+
+    for cls in originals:
+        cls.__call__ = seen(cls)
+    try:
+        yield
+    finally:
+        for cls, original in originals.items():
+            cls.__call__ = original
+
+
+@contextlib.contextmanager
 def forbidden_ops_used(forbidden: Sequence[ForbiddenOp]):
     """Context manager yielding a list that fills with the forbidden ops called inside it.
 
@@ -110,6 +135,7 @@ def forbidden_ops_used(forbidden: Sequence[ForbiddenOp]):
     with contextlib.ExitStack() as stack:
         if recorder._by_name:
             stack.enter_context(recorder)
+            stack.enter_context(_torch_ops_calls(recorder))
         for watcher in forbidden:
             if not isinstance(watcher, ForbiddenOp):
                 stack.enter_context(watcher.watch(recorder.used))
@@ -326,8 +352,11 @@ def _recording_wrapper(original, what: str, used: list):
     return wrapper
 
 
+_COMPILED = ("cython_function_or_method", "fused_cython_function", "builtin_function_or_method")
+
+
 @contextlib.contextmanager
-def forbidden_callables_used(forbidden, used: list | None = None):
+def forbidden_callables_used(forbidden, used: list | None = None, modules: Sequence[tuple[str, str]] = ()):
     """Context manager yielding a list (``used``, or a new one) that fills with the ``what`` of forbidden
     callables called inside, as they are called.
 
@@ -337,14 +366,27 @@ def forbidden_callables_used(forbidden, used: list | None = None):
     too; and the module attribute, plus any alias of it in the notebook's namespace (``__main__``), is
     replaced by a recording wrapper, which also catches Cython functions the profiler cannot see. The
     forbidden functions still run and return their result: the case then fails with a clear message.
+    ``modules`` holds ``(prefix, what)`` pairs: any function of a module under ``prefix`` (public or private:
+    ``scipy.optimize._lsap``, ``scipy.sparse.csgraph._matching``) counts, whatever route reached it.
     If another profiler is active, only the wrappers are used.
     """
     used = [] if used is None else used
-    if not forbidden:
+    if not forbidden and not modules:
         yield used
         return
     builtins, codes, patches = {}, {}, []
     main = sys.modules.get("__main__")
+
+    def wrap(module, attribute, original, what):
+        wrapper = _recording_wrapper(original, what, used)
+        patches.append((module, attribute, original))
+        setattr(module, attribute, wrapper)
+        if main is not None:
+            for name, value in list(vars(main).items()):
+                if value is original:
+                    patches.append((main, name, original))
+                    setattr(main, name, wrapper)
+
     for item in forbidden:
         module, original = _resolve(item)
         if original is None:
@@ -354,27 +396,34 @@ def forbidden_callables_used(forbidden, used: list | None = None):
             builtins[id(original)] = item.what
         elif code is not None and type(code).__name__ == "code":
             codes[code] = item.what
-        wrapper = _recording_wrapper(original, item.what, used)
-        patches.append((module, item.attribute, original))
-        setattr(module, item.attribute, wrapper)
-        if main is not None:
-            for name, value in list(vars(main).items()):
-                if value is original:
-                    patches.append((main, name, original))
-                    setattr(main, name, wrapper)
+        wrap(module, item.attribute, original, item.what)
+    for prefix, what in modules:  # compiled functions the profiler cannot see: wrapped where they live
+        for name, module in list(sys.modules.items()):
+            if module is not None and (name == prefix or name.startswith(prefix + ".")):
+                for attribute, value in list(vars(module).items()):
+                    if type(value).__name__ in _COMPILED and getattr(value, "__module__", "") == name:
+                        wrap(module, attribute, value, what)
+
+    by_module: dict[str, str | None] = {}
+
+    def module_what(name: str) -> str | None:
+        if name not in by_module:
+            by_module[name] = next((what for prefix, what in modules
+                                    if name == prefix or name.startswith(prefix + ".")), None)
+        return by_module[name]
 
     def profile(frame, event, arg):
         if event == "c_call":
-            what = builtins.get(id(arg))
+            what = builtins.get(id(arg)) or (module_what(getattr(arg, "__module__", None) or "") if modules else None)
         elif event == "call":
-            what = codes.get(frame.f_code)
+            what = codes.get(frame.f_code) or (module_what(frame.f_globals.get("__name__", "")) if modules else None)
         else:
             return
         if what is not None and what not in used:
             used.append(what)
 
     previous = sys.getprofile()
-    watch = previous is None and bool(builtins or codes)
+    watch = previous is None and bool(builtins or codes or modules)
     if watch:
         sys.setprofile(profile)
     try:
@@ -427,12 +476,13 @@ class CallableWatch:
     callables: tuple[ForbiddenCallable, ...] = ()
     time_limit: bool = True
     slow_hint: str = "an endless loop?"
+    modules: tuple[tuple[str, str], ...] = ()   # (module prefix, what): every function under it, private too
 
     @contextlib.contextmanager
     def watch(self, used: list):
         seconds = TIME_LIMIT if self.time_limit else None
         message = f"your function ran for more than {seconds or 0:g} s and was stopped: {self.slow_hint}"
-        with forbidden_callables_used(self.callables, used), _time_limit(seconds, message):
+        with forbidden_callables_used(self.callables, used, self.modules), _time_limit(seconds, message):
             yield used
 
 
@@ -553,7 +603,7 @@ def forbidden_spec(forbidden: Sequence) -> list:
             spec.append(("op", item.aten, item.what, item.flag_arg))
         elif isinstance(item, CallableWatch):
             spec.append(("callables", [(c.module, c.attribute, c.what) for c in item.callables], item.time_limit,
-                         item.slow_hint))
+                         item.slow_hint, [list(m) for m in item.modules]))
         elif isinstance(item, TorchFunctionWatch):
             spec.append(("torch_functions", [(*_callable_name(fn), what) for fn, what in item.functions]))
         else:
@@ -575,8 +625,9 @@ def forbidden_from_spec(spec: Sequence) -> list:
         if kind == "op":
             forbidden.append(ForbiddenOp(*rest))
         elif kind == "callables":
-            callables, time_limit, slow_hint = rest
-            forbidden.append(CallableWatch(tuple(ForbiddenCallable(*c) for c in callables), time_limit, slow_hint))
+            callables, time_limit, slow_hint, modules = rest
+            forbidden.append(CallableWatch(tuple(ForbiddenCallable(*c) for c in callables), time_limit, slow_hint,
+                                           tuple(tuple(m) for m in modules)))
         elif kind == "torch_functions":
             forbidden.append(TorchFunctionWatch(tuple((_attribute(m, q), what) for m, q, what in rest[0])))
         else:

@@ -23,8 +23,11 @@ from .core import (Exercise, ForbiddenOp, Mismatch, Raised, TorchFunctionWatch, 
 _NORMS = (
     TorchFunctionWatch(((F.rms_norm, "F.rms_norm / nn.RMSNorm"), (torch.rms_norm, "torch.rms_norm"),
                         (F.layer_norm, "F.layer_norm / nn.LayerNorm"), (torch.layer_norm, "torch.layer_norm"),
-                        (F.group_norm, "F.group_norm / nn.GroupNorm"))),
+                        (F.group_norm, "F.group_norm / nn.GroupNorm"), (torch.group_norm, "torch.group_norm"))),
     ForbiddenOp("native_layer_norm", "a layer-norm kernel (F.layer_norm / nn.LayerNorm)"),
+    ForbiddenOp("native_group_norm", "a group-norm kernel (F.group_norm / nn.GroupNorm)"),
+    ForbiddenOp("rms_norm", "torch.ops.aten.rms_norm"),          # composite: seen at the call (runner)
+    ForbiddenOp("_fused_rms_norm", "torch.ops.aten._fused_rms_norm"),
 )
 _UNFOLD = (ForbiddenOp("im2col", "F.unfold / nn.Unfold (write the reshape and permute yourself)"),)
 

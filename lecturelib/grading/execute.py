@@ -347,12 +347,12 @@ def _graded_cells(nb: NotebookNode) -> list[GradedCell]:
     return graded
 
 
-def _collectors(graded: list[GradedCell]) -> list[Collector]:
+def _collectors(graded: list[GradedCell], student: str | None = None, secret: str | None = None) -> list[Collector]:
     collectors = []
     for gc in graded:
         for chk in gc.checks:
             try:
-                exercise, cases = build_cases(chk.exercise, chk.suite)
+                exercise, cases = build_cases(chk.exercise, chk.suite, student, secret)
             except Exception as exc:  # noqa: BLE001 - a broken check must not lose the submission
                 gc.problems.append(f"could not build the {chk.suite} cases of {chk.exercise}: {exc}")
                 continue
@@ -369,17 +369,19 @@ def _write_visible(graded: list[GradedCell], dest: Path) -> None:
 
 
 def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Path], log,
-                   limits: Limits | None = None, source_nb: NotebookNode | None = None) -> tuple[NotebookNode, dict]:
+                   limits: Limits | None = None, source_nb: NotebookNode | None = None, student: str | None = None,
+                   secret: str | None = None) -> tuple[NotebookNode, dict]:
     """Execute ``nb`` in the sandbox, verify outside, rewrite test cell outputs; return (nb, report).
 
-    ``source_nb`` is the instructor's notebook: cells the student did not write are not read for tampering."""
+    ``source_nb`` is the instructor's notebook: cells the student did not write are not read for tampering.
+    With a course ``secret``, the hidden cases' random inputs are the ``student``'s own."""
     limits = limits or Limits()
     work = Work()
     try:
         refused = copy_submission(Path(submission_dir), work.submission)
         graded = _graded_cells(nb)
         _write_visible(graded, work.root / "visible")
-        collectors = _collectors(graded)
+        collectors = _collectors(graded, student, secret)
         findings = scan.scan(scan.student_cells(nb, source_nb or nbformat.v4.new_notebook()))
 
         runnable = copy.deepcopy(nb)
@@ -509,6 +511,8 @@ class IsolatedExecute(NbGraderPreprocessor):
                           ).tag(config=True)
     source_root = Unicode("", help="The instructor notebooks (nbgrader's source folder)").tag(config=True)
     course_roots = Unicode("", help="os.pathsep-separated folders the sandbox must not see").tag(config=True)
+    course_secret = Unicode("", help="With a secret, each student's hidden inputs are their own "
+                                     "(hidden.personal_seed); keep it out of the repository").tag(config=True)
 
     def limits(self) -> Limits:
         return Limits(memory_mb=self.memory_mb, cpu_seconds=self.cpu_seconds, cell_timeout=self.cell_timeout,
@@ -521,7 +525,8 @@ class IsolatedExecute(NbGraderPreprocessor):
         source = Path(self.source_root) / str(info.get("assignment")) / f"{info.get('notebook')}.ipynb"
         source_nb = nbformat.read(source, as_version=4) if self.source_root and source.is_file() else None
         roots = [Path(p) for p in self.course_roots.split(os.pathsep) if p]
-        nb, report = grade_notebook(nb, submission_dir, roots, self.log, self.limits(), source_nb)
+        nb, report = grade_notebook(nb, submission_dir, roots, self.log, self.limits(), source_nb,
+                                    info.get("student"), self.course_secret or None)
         report.update({"student": info.get("student"), "assignment": info.get("assignment"),
                        "notebook": info.get("notebook"),
                        "repairs": list(nb.metadata.get("lecturelib", {}).get("repairs", []))})

@@ -15,6 +15,8 @@ Each topic module ``hidden/<topic>.py`` holds, per exercise of the topic:
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib
 import io
 from pathlib import Path
@@ -36,11 +38,25 @@ def topics() -> list[str]:
     return sorted({ex.topic for ex in EXERCISES.values()})
 
 
-def build(name: str, suite: str) -> list[Case]:
-    """The cases of one suite of exercise ``name``, built from its specs (seeded: identical every time)."""
+def personal_seed(secret: str, student: str, name: str, seed: int) -> int:
+    """A hidden spec's seed for one student: HMAC of the course secret, the student and the spec's own seed.
+    Regrading a student gives the same inputs; inputs one student saw are worthless to another."""
+    digest = hmac.new(secret.encode(), f"{student}\0{name}\0{seed}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:4], "big") % (2 ** 31 - 1)
+
+
+def build(name: str, suite: str, student: str | None = None, secret: str | None = None) -> list[Case]:
+    """The cases of one suite of exercise ``name``, built from its specs (seeded: identical every time).
+
+    With a course ``secret`` and a ``student`` (the grader passes ``LECTURELIB_COURSE_SECRET`` and the student
+    id), every hidden spec that draws random inputs draws them from :func:`personal_seed` instead of its own
+    seed; the constructed cases (exact ties, thresholds, empty inputs) stay as they are."""
     topic = EXERCISES[name].topic
     module = _module(topic)
     specs = module.VISIBLE[name] if suite == "visible" else module.SPECS[name]
+    if suite == "hidden" and secret and student:
+        specs = [{**spec, "seed": personal_seed(secret, student, name, spec["seed"])}
+                 if isinstance(spec, dict) and isinstance(spec.get("seed"), int) else spec for spec in specs]
     reveal = suite == "visible"
     with quiet(), seeded(0):
         cases = list(module.BUILDERS[name](specs, reveal))
