@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install lab test test-fast bench weights release autograde grades feedback grade-demo clean-course clean
+.PHONY: install lab test test-fast bench audit weights release autograde grades feedback grade-demo clean-course clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ test-fast: install
 
 bench: install
 	$(BIN)/python bench/run.py $(TOPIC)
+
+# How strong each exercise's checks are: its mutant library through both suites (lecturelib/hidden/audit.py);
+# exits non-zero below the targets. TOPIC=detr (or an exercise name) limits it. tests/test_audit.py runs it too.
+audit: install
+	$(BIN)/python -m lecturelib.hidden.audit $(TOPIC)
 
 # Retrain the shipped model weights in lecturelib/weights/ (deterministic; a few minutes each on 2 cores).
 # TOPIC=detr (or TOPIC="detection detr") limits it to some topics, as for `make bench`.

@@ -42,3 +42,15 @@ def bench_notebook(path: Path, target: float) -> None:
          f"(target under {target:.0f} s){'  ERRORS: ' + str(errors(nb)) if errors(nb) else ''}")
 
 
+
+
+#: How the detection topics' AP is computed (printed beside every AP: say which definition a number uses).
+AP_DEFINITION = ("AP = all-point interpolated AP (PASCAL VOC 2010+), mean over the 4 classes; COCO = COCO's "
+                 "101-point AP@[.5:.95]; objects less than 25% visible are ignored (VOC 'difficult')")
+
+
+def held_out_sets(n: int = 1000):
+    """The detection topics' held-out sets: the data set's default (occlusion on) and unoccluded, seed 1."""
+    from lecturelib import data
+    return {"default (occluded)": data.make_shapes(n, seed=1),
+            "unoccluded": data.make_shapes(n, seed=1, occlusion=False)}

@@ -9,6 +9,10 @@ Two box formats are used in the lecture:
 Every function takes a torch tensor or a numpy array of shape (..., 4) and returns the same kind
 (numpy in, numpy out). ``box_iou`` is the plain intersection over union used by the evaluator
 (:mod:`lecturelib.evaluation`); a pair of boxes whose union has zero area gets IoU 0, never NaN.
+
+``box_iou``, ``box_area`` and the two conversions compute exactly (bit for bit, in the boxes' dtype) what
+``torchvision.ops.box_iou`` / ``box_area`` / ``box_convert`` compute, except that torchvision gives NaN where the
+union is empty (tests/test_torchvision_parity.py).
 """
 from __future__ import annotations
 

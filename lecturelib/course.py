@@ -237,11 +237,14 @@ expected and actual shape or values at the first mismatch, and the likely cause 
 An exercise you have not started fails with "not implemented yet". Keep the notebook's name, do not delete or move
 cells and do not edit the test cells (they are put back as they were when your work is graded).
 
+A *written question* is answered in the text cell right under it, which says "YOUR ANSWER HERE": replace that with
+your answer, in two to four sentences. A TA grades these by hand after the deadline.
+
 ## Validate
 
 Press the **Validate** button in the notebook's toolbar: it saves the notebook, runs it from the top in a fresh
-kernel and lists every test cell that fails, with its message ("Success!" when all pass). The same from a
-terminal:
+kernel and lists every test cell that fails, with its message, and every written question still unanswered ("You
+did not provide a response"); "Success!" when nothing is left. The same from a terminal:
 
 ```bash
 make validate NB={example}       # or: .venv/bin/nbgrader validate {example}

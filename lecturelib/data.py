@@ -8,7 +8,11 @@ knows where it painted every object, each image comes with exact labels for all 
 * a semantic mask (class id per pixel) for semantic segmentation,
 * per-object boxes and labels for detection and DETR,
 * per-object masks of the visible part of each object for instance segmentation,
-* a single class label per image (``make_classification``) for classification and visualization.
+* per-object visibility (visible share of the object's own area) and the ``ignore`` flags derived from
+  it: objects hidden beyond ``MIN_VISIBILITY`` are evaluated as "ignore" (see :attr:`Shapes.ignore`),
+* a single class label per image (``make_classification``) for classification and visualization,
+* per-object keypoints (triangle corners, square corners, star tips, a circle's centre) with COCO's
+  visibility flag, for keypoint estimation (Mask R-CNN's pose head; see :attr:`Shapes.keypoints`).
 
 Everything is generated with numpy, vectorised over images, so 5,000 images of 64 x 64 take a couple
 of seconds and no file is downloaded. The same arguments and seed always give the same data.
@@ -36,6 +40,9 @@ __all__ = [
     "NUM_CLASSES",
     "BACKGROUNDS",
     "MIN_VISIBLE_PIXELS",
+    "MIN_VISIBILITY",
+    "KEYPOINTS_PER_CLASS",
+    "MAX_KEYPOINTS",
     "Sample",
     "Shapes",
     "make_shapes",
@@ -53,6 +60,14 @@ BACKGROUNDS = ("plain", "noise", "texture", "mixed")
 
 #: Objects with fewer visible pixels than this (after occlusion) are not painted at all.
 MIN_VISIBLE_PIXELS = 8
+#: Objects whose visible part is less than this share of their own area are flagged "ignore"
+#: (``Shapes.ignore``): kept in the labels, but neither counted as missed nor as false when detected.
+MIN_VISIBILITY = 0.25
+#: Natural keypoints of each class: a circle has one (its centre), a square its 4 corners, a triangle its 3
+#: corners, a star its 5 tips (background: none). See ``Shapes.keypoints`` for the order and the flags.
+KEYPOINTS_PER_CLASS = (0, 1, 4, 3, 5)
+#: Keypoint slots per object (the star's 5 tips); classes with fewer keypoints leave the last slots at v = 0.
+MAX_KEYPOINTS = max(KEYPOINTS_PER_CLASS)
 
 # Outline of every polygon class, as (number of points, inner radius / outer radius).
 # A regular n-gon is a "star" whose inner vertices are its edge midpoints (ratio cos(pi / n)).
@@ -95,12 +110,27 @@ class Sample:
     instance_masks: (K, H, W) bool, visible part of each object
     boxes:          (K, 4) float32 xyxy pixel coordinates, x2/y2 exclusive
     labels:         (K,) int64 class ids in 1..4
+    visibility:     (K,) float32 visible pixels / pixels of the whole object (1 if not occluded)
+    keypoints:      (K, MAX_KEYPOINTS, 3) float32 (x, y, v) per keypoint (see ``Shapes.keypoints``)
     """
     image: np.ndarray
     semantic: np.ndarray
     instance_masks: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray
+    visibility: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.visibility is None:
+            self.visibility = np.ones(len(self.labels), np.float32)
+        if self.keypoints is None:
+            self.keypoints = np.zeros((len(self.labels), MAX_KEYPOINTS, 3), np.float32)
+
+    @property
+    def ignore(self) -> np.ndarray:
+        """(K,) bool: objects hidden beyond ``MIN_VISIBILITY`` (see ``Shapes.ignore``)."""
+        return self.visibility < MIN_VISIBILITY
 
 
 @dataclasses.dataclass
@@ -114,6 +144,34 @@ class Shapes:
                      visible mask, x2 and y2 exclusive (x2 - x1 = number of pixel columns)
     labels:          list of N arrays (K_i,) int64 class ids in 1..4
     background_kind: (N,) str, "plain", "noise" or "texture" for each image
+    visibility:      list of N arrays (K_i,) float32, the visible share of each object's own area
+                     (visible pixels / pixels of the whole shape; 1.0 when nothing covers it)
+    keypoints:       list of N arrays (K_i, MAX_KEYPOINTS, 3) float32, (x, y, v) of each object's keypoints
+
+    Keypoints (as COCO's ``keypoints`` field, x and y in the pixel coordinates of the boxes: pixel (i, j)
+    covers [j, j + 1) x [i, i + 1)):
+
+    * which: the shape's natural points, ``KEYPOINTS_PER_CLASS``: a square's 4 corners, a triangle's 3 corners,
+      a star's 5 outer tips, and for a circle (no corners) its centre; slots beyond a class's count are (0, 0, 0);
+    * order: clockwise as seen on the screen (y points down), starting from the topmost point (smallest y),
+      so that slot k means the same for every object of a class whatever its rotation;
+    * v, COCO's flag: 2 = visible; 1 = labelled but occluded: the pixel holding the point,
+      (floor(y), floor(x)), is covered by an object painted later (listed later: objects are listed bottom to
+      top), i.e. lies in the union of the later objects' masks; 0 = not labelled: outside the image, or a slot
+      the class does not have (then x = y = 0). Like COCO, occluded points keep their true position.
+
+    Ground truth under occlusion follows PASCAL VOC and COCO:
+
+    * a box is the **visible** extent of its object (VOC's annotation guidelines: "the bounding box of the
+      visible area of the object, not the estimated total extent"; COCO's boxes enclose the visible
+      segmentation), never the amodal box of the whole shape; masks are the visible part too;
+    * an object hidden beyond ``MIN_VISIBILITY`` (visible area < 25% of its own area) is flagged in
+      :attr:`ignore`. It stays in ``boxes``/``labels``/``instance_masks`` (it is painted and the semantic mask
+      shows it), and evaluation treats it as VOC treats "difficult" objects and COCO its "iscrowd" regions:
+      a detection that matches it (and no regular object) is neither a true nor a false positive, and missing
+      it costs no recall. Ignoring is the standard choice over dropping: a dropped object that is still
+      visible would make a correct detection of it a false positive. Training does not ask the models to
+      find these objects either (their anchors and queries are left out of the loss).
     """
     images: np.ndarray
     semantic: np.ndarray
@@ -121,6 +179,27 @@ class Shapes:
     boxes: list
     labels: list
     background_kind: np.ndarray
+    visibility: list | None = None
+    keypoints: list | None = None
+
+    def __post_init__(self):
+        if self.visibility is None:
+            self.visibility = [np.ones(len(lab), np.float32) for lab in self.labels]
+        if self.keypoints is None:
+            self.keypoints = [np.zeros((len(lab), MAX_KEYPOINTS, 3), np.float32) for lab in self.labels]
+
+    @property
+    def ignore(self) -> list:
+        """list of N (K_i,) bool arrays: True where an object's visible area is below ``MIN_VISIBILITY`` of
+        its own area (heavily occluded; evaluated like VOC's "difficult" objects, see the class docstring)."""
+        return [v < MIN_VISIBILITY for v in self.visibility]
+
+    def targets(self, index: int) -> dict:
+        """Ground truth of one image for ``lecturelib.evaluation``: {"boxes" (K, 4), "labels" (K,),
+        "masks" (K, H, W), "ignore" (K,)} as numpy arrays."""
+        i = self._check_index(index)
+        return {"boxes": self.boxes[i], "labels": self.labels[i], "masks": self.instance_masks[i],
+                "ignore": self.visibility[i] < MIN_VISIBILITY}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -128,7 +207,7 @@ class Shapes:
     def __getitem__(self, index) -> Sample:
         i = self._check_index(index)
         return Sample(self.images[i], self.semantic[i], self.instance_masks[i],
-                      self.boxes[i], self.labels[i])
+                      self.boxes[i], self.labels[i], self.visibility[i], self.keypoints[i])
 
     def _check_index(self, index) -> int:
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
@@ -185,7 +264,9 @@ class Shapes:
                       instance_masks=[self.instance_masks[i] for i in indices],
                       boxes=[self.boxes[i] for i in indices],
                       labels=[self.labels[i] for i in indices],
-                      background_kind=self.background_kind[indices])
+                      background_kind=self.background_kind[indices],
+                      visibility=[self.visibility[i] for i in indices],
+                      keypoints=[self.keypoints[i] for i in indices])
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +282,9 @@ def make_shapes(n: int, *, size: int = 64, seed: int = 0, min_objects: int = 1, 
     seed:        the same seed and arguments always give the same data (train 0, held-out 1)
     background:  "plain" (flat colour), "noise" (colour gradient plus pixel noise),
                  "texture" (tinted crop of grass / brick / gravel) or "mixed" (half noise, half texture)
-    occlusion:   True: objects are placed independently and later ones are painted over earlier ones;
-                 False: objects never overlap or touch
+    occlusion:   True: objects are placed independently and later ones are painted over earlier ones
+                 (boxes and masks are the visible part; objects less than ``MIN_VISIBILITY`` visible are
+                 flagged in ``Shapes.ignore``); False: objects never overlap or touch
     min_radius, max_radius: size of the shapes as a fraction of ``size``: the radius of the circle
                  with the same area, so every class is equally large on average (the corners of a
                  triangle or star reach about 1.55 times as far from the centre, a square's 1.25 times)
@@ -287,7 +369,7 @@ def _generate(n, *, size, seed, min_objects, max_objects, background, occlusion,
     images = np.empty((n, size, size, 3), np.uint8)
     semantic = np.empty((n, size, size), np.int64)
     kinds = np.empty(n, dtype="<U7")
-    instance_masks, boxes, labels = [], [], []
+    instance_masks, boxes, labels, visibility, keypoints = [], [], [], [], []
     for start in range(0, n, _CHUNK):
         m = min(_CHUNK, n - start)
         chunk_labels = None if forced_labels is None else forced_labels[start:start + m, None]
@@ -307,12 +389,16 @@ def _generate(n, *, size, seed, min_objects, max_objects, background, occlusion,
         kinds[start:start + m] = kind
         visible = _visible_parts(masks)
         chunk_boxes = _tight_boxes(visible)
+        shown = visible.sum((2, 3)) / np.maximum(masks.sum((2, 3)), 1)
+        chunk_keypoints = _keypoints(layout, masks)
         for i in range(m):
             keep = layout["active"][i]
             instance_masks.append(visible[i, keep])
             boxes.append(chunk_boxes[i, keep])
             labels.append(layout["label"][i, keep].astype(np.int64))
-    return Shapes(images, semantic, instance_masks, boxes, labels, kinds)
+            visibility.append(shown[i, keep].astype(np.float32))
+            keypoints.append(chunk_keypoints[i, keep])
+    return Shapes(images, semantic, instance_masks, boxes, labels, kinds, visibility, keypoints)
 
 
 def _draw_layouts(rng, m, size, min_objects, max_objects, occlusion, radius_range, forced_labels):
@@ -463,6 +549,38 @@ def _drop_hidden_objects(layout, masks):
     hidden &= layout["active"]
     layout["active"] &= ~hidden
     masks[hidden] = False
+
+
+def _keypoints(layout, masks: np.ndarray) -> np.ndarray:
+    """(m, K, MAX_KEYPOINTS, 3) float32 (x, y, v) of every object (the rules: ``Shapes`` docstring).
+
+    Computed from the layout alone (no random draws: the images and other labels of a seed do not change).
+    A polygon's outer vertices lie at angles rotation + 2 pi k / n from its centre, at the circumradius.
+    """
+    label, rotation = layout["label"], layout["rotation"]
+    m, k_max = label.shape
+    size = masks.shape[-1]
+    count = np.asarray(KEYPOINTS_PER_CLASS)[label]                              # (m, K)
+    slot = np.arange(MAX_KEYPOINTS)
+    angle = rotation[..., None] + 2 * np.pi * slot / np.maximum(count, 1)[..., None]
+    radius = np.where(count > 1, layout["radius"], 0.0)[..., None]                  # a circle: its centre
+    x = layout["cx"][..., None] + radius * np.cos(angle)
+    y = layout["cy"][..., None] + radius * np.sin(angle)
+    used = slot < count[..., None]
+    # Clockwise on screen (y down) = increasing angle; start at the topmost used point.
+    top = np.argmin(np.where(used, y, np.inf), axis=-1)
+    order = np.where(used, (top[..., None] + slot) % np.maximum(count, 1)[..., None], slot)
+    x, y = np.take_along_axis(x, order, -1), np.take_along_axis(y, order, -1)
+    inside = used & (x >= 0) & (x < size) & (y >= 0) & (y < size)
+    col = np.clip(np.floor(x), 0, size - 1).astype(np.int64)
+    row = np.clip(np.floor(y), 0, size - 1).astype(np.int64)
+    # covered[i, k] = union of the masks of the objects painted after k (bottom to top)
+    covered = np.zeros_like(masks)
+    covered[:, :-1] = np.logical_or.accumulate(masks[:, :0:-1], axis=1)[:, ::-1]
+    occluded = covered[np.arange(m)[:, None, None], np.arange(k_max)[None, :, None], row, col]
+    v = np.where(inside, np.where(occluded, 1, 2), 0)
+    out = np.stack([np.where(inside, x, 0.0), np.where(inside, y, 0.0), v], axis=-1)
+    return out.astype(np.float32)
 
 
 def _tight_boxes(masks: np.ndarray) -> np.ndarray:

@@ -28,12 +28,12 @@ from ._validate import (describe, require_callable, require_float, require_int, 
 from .data import CLASSES, Shapes, detection_collate, image_batch
 from .plot import explorer
 from .detection_models import TinyDetector
-from .evaluation import evaluate_detections
+from .evaluation import evaluate_coco, evaluate_detections
 from .rois import roi_align, roi_pool, roi_pool_cells, rois_from_boxes
 from .timing import timed
-from .train import eval_mode, fit, load_pretrained_model
+from .train import eval_mode, fit, load_pretrained_model, one_thread
 
-__all__ = ["DETECTOR_ANCHORS", "BOX_WEIGHTS", "TinyDetector",
+__all__ = ["DETECTOR_ANCHORS", "BOX_WEIGHTS", "NMS_IOU", "TinyDetector",
            "DetectorDataset", "detection_loss", "train_detector", "raw_detections", "postprocess", "predict",
            "evaluate", "load_pretrained", "anchor_view", "plot_anchors", "anchor_explorer", "nms_view", "plot_nms",
            "nms_explorer", "show_detections", "ramp_features", "roi_shift_curve", "plot_roi_grid", "roi_explorer",
@@ -43,16 +43,18 @@ __all__ = ["DETECTOR_ANCHORS", "BOX_WEIGHTS", "TinyDetector",
 # ------------------------------------------------------------------------------------------------
 # The shipped detector's settings
 # ------------------------------------------------------------------------------------------------
-DETECTOR_ANCHORS = {"feature_size": (8, 8), "stride": 8, "sizes": (12, 18, 26), "ratios": (1.0,)}
-"""The anchors of the shipped detector: ``generate_anchors(**DETECTOR_ANCHORS)`` (192 anchors)."""
+DETECTOR_ANCHORS = {"feature_size": (8, 8), "stride": 8, "sizes": (12, 18, 26), "ratios": (0.5, 1.0, 2.0)}
+"""The anchors of the shipped detector: ``generate_anchors(**DETECTOR_ANCHORS)`` (8 x 8 x 9 = 576 anchors)."""
 BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  #: delta weights of the shipped detector (an RPN's)
+NMS_IOU = 0.5  #: the shipped detector's NMS threshold (per class: occluding shapes of two classes overlap)
 
 
 # ------------------------------------------------------------------------------------------------
 # Training the tiny detector
 # ------------------------------------------------------------------------------------------------
 class DetectorDataset(torch.utils.data.Dataset):
-    """(image (3, H, W) float in [0, 1], {"boxes": (K, 4) float32 xyxy, "labels": (K,) int64}) of a Shapes."""
+    """(image (3, H, W) float in [0, 1], {"boxes": (K, 4) float32 xyxy, "labels": (K,) int64, "ignore": (K,)
+    bool}) of a Shapes; "ignore" flags the heavily occluded objects (``Shapes.ignore``)."""
 
     def __init__(self, shapes: Shapes):
         if not isinstance(shapes, Shapes):
@@ -66,7 +68,8 @@ class DetectorDataset(torch.utils.data.Dataset):
         i = self.shapes._check_index(index)
         image = torch.from_numpy(self.shapes.images[i]).permute(2, 0, 1).float().div_(255)
         return image, {"boxes": torch.from_numpy(np.asarray(self.shapes.boxes[i], np.float32)).reshape(-1, 4),
-                       "labels": torch.from_numpy(np.asarray(self.shapes.labels[i], np.int64))}
+                       "labels": torch.from_numpy(np.asarray(self.shapes.labels[i], np.int64)),
+                       "ignore": torch.from_numpy(self.shapes[i].ignore)}
 
 
 def detection_loss(outputs: dict, targets: list, anchors: torch.Tensor, *, label_fn: Callable,
@@ -77,7 +80,9 @@ def detection_loss(outputs: dict, targets: list, anchors: torch.Tensor, *, label
     objectness: binary cross-entropy averaged over positives and negatives (ignored anchors left out);
     boxes: smooth-L1 (beta 1/9) between predicted deltas and ``encode_fn(anchor, matched gt, weights)``
     on positives; classes: cross-entropy on positives (class id - 1). Box and class terms are divided by
-    the number of positives. Returns {"loss", "objectness", "boxes", "classes"}.
+    the number of positives. A target's optional "ignore" (K,) bool marks objects not to be learnt (heavily
+    occluded, ``Shapes.ignore``): anchors labelled positive for them are ignored instead, as detectron2 and
+    mmdetection treat crowd boxes. Returns {"loss", "objectness", "boxes", "classes"}.
     """
     anchors = require_tensor("anchors", anchors, shape=(None, 4), floating=True)
     require_callable("label_fn", label_fn)
@@ -85,28 +90,33 @@ def detection_loss(outputs: dict, targets: list, anchors: torch.Tensor, *, label
     if not isinstance(targets, (list, tuple)) or len(targets) != len(outputs["objectness"]):
         raise ValueError(f"targets must be a list with one dict per image ({len(outputs['objectness'])}), got "
                          f"{describe(targets)}")
-    obj_terms, box_terms, cls_terms, num_pos, num_used = [], [], [], 0, 0
-    for i, target in enumerate(targets):
-        with torch.no_grad():
+    # Labels and regression targets per image (no gradient), then one loss over the whole batch.
+    all_labels, wanted, classes_wanted = [], [], []
+    with torch.no_grad(), one_thread():
+        for target in targets:
             labels, matched = label_fn(anchors, target["boxes"].to(anchors.dtype), high=high, low=low,
                                        allow_low_quality=True)
-        used = labels >= 0
-        num_used += int(used.sum())
-        obj_terms.append(F.binary_cross_entropy_with_logits(outputs["objectness"][i][used],
-                                                            labels[used].to(anchors.dtype), reduction="sum"))
-        positive = labels == 1
-        num_pos += int(positive.sum())
-        if positive.any():
-            gt = target["boxes"].to(anchors.dtype)[matched[positive]]
-            with torch.no_grad():
-                wanted = encode_fn(anchors[positive], gt, weights)
-            box_terms.append(F.smooth_l1_loss(outputs["deltas"][i][positive], wanted, beta=1 / 9, reduction="sum"))
-            cls_terms.append(F.cross_entropy(outputs["class_logits"][i][positive],
-                                             target["labels"][matched[positive]] - 1, reduction="sum"))
-    zero = outputs["objectness"].sum() * 0.0
-    objectness = sum(obj_terms, zero) / max(num_used, 1)
-    boxes = sum(box_terms, zero) / max(num_pos, 1)
-    classes = sum(cls_terms, zero) / max(num_pos, 1)
+            labels, matched = torch.as_tensor(labels, dtype=torch.int64), torch.as_tensor(matched, dtype=torch.int64)
+            ignore = target.get("ignore")
+            if ignore is not None and bool(ignore.any()):
+                labels = torch.where((labels == 1) & ignore.to(labels.device)[matched.clamp(min=0)], -1, labels)
+            positive = labels == 1
+            deltas = torch.zeros(len(anchors), 4, dtype=anchors.dtype, device=anchors.device)
+            classes = torch.zeros(len(anchors), dtype=torch.int64, device=anchors.device)
+            if positive.any():
+                gt = target["boxes"].to(anchors.dtype)[matched[positive]]
+                deltas[positive] = torch.as_tensor(encode_fn(anchors[positive], gt, weights)).to(anchors.dtype)
+                classes[positive] = target["labels"][matched[positive]] - 1
+            all_labels.append(labels)
+            wanted.append(deltas)
+            classes_wanted.append(classes)
+    labels, wanted, classes_wanted = torch.stack(all_labels), torch.stack(wanted), torch.stack(classes_wanted)
+    used, positive = labels >= 0, labels == 1
+    num_used, num_pos = max(int(used.sum()), 1), max(int(positive.sum()), 1)
+    objectness = F.binary_cross_entropy_with_logits(outputs["objectness"][used], labels[used].to(anchors.dtype),
+                                                    reduction="sum") / num_used
+    boxes = F.smooth_l1_loss(outputs["deltas"][positive], wanted[positive], beta=1 / 9, reduction="sum") / num_pos
+    classes = F.cross_entropy(outputs["class_logits"][positive], classes_wanted[positive], reduction="sum") / num_pos
     return {"loss": objectness + boxes + classes, "objectness": objectness, "boxes": boxes, "classes": classes}
 
 
@@ -162,45 +172,59 @@ def raw_detections(model: nn.Module, images, decode_fn: Callable, *, anchors: to
     return results
 
 
-def postprocess(raw: dict, nms_fn: Callable, *, score_threshold: float = 0.05, iou_threshold: float = 0.4,
-                max_detections: int = 20) -> dict:
-    """One image's detections from :func:`raw_detections`: score threshold, then ``nms_fn`` (class-agnostic:
-    the shapes here do not overlap), then the ``max_detections`` best. Same keys, kept boxes only."""
+def postprocess(raw: dict, nms_fn: Callable, *, score_threshold: float = 0.05, iou_threshold: float = NMS_IOU,
+                max_detections: int = 20, per_class: bool = True) -> dict:
+    """One image's detections from :func:`raw_detections`: score threshold, then ``nms_fn``, then the
+    ``max_detections`` best (by decreasing score). Same keys, kept boxes only.
+
+    per_class: NMS separately within each class (torchvision's ``batched_nms``, what detectors use): a shape
+    partly hidden behind a shape of another class keeps its box even when the two boxes overlap a lot.
+    ``per_class=False`` runs one class-agnostic NMS over all candidates.
+    """
     require_callable("nms_fn", nms_fn)
     score_threshold = require_float("score_threshold", score_threshold, minimum=0, maximum=1)
     iou_threshold = require_float("iou_threshold", iou_threshold, minimum=0, maximum=1)
+    max_detections = require_int("max_detections", max_detections, minimum=1)
     candidates = torch.nonzero(raw["scores"] > score_threshold).flatten()
-    keep = torch.as_tensor(nms_fn(raw["boxes"][candidates], raw["scores"][candidates], iou_threshold),
-                           dtype=torch.int64)
-    keep = candidates[keep[:require_int("max_detections", max_detections, minimum=1)]]
+    groups = [candidates[raw["labels"][candidates] == c] for c in torch.unique(raw["labels"][candidates])] \
+        if per_class else [candidates]
+    kept = [group[torch.as_tensor(nms_fn(raw["boxes"][group], raw["scores"][group], iou_threshold),
+                                  dtype=torch.int64)] for group in groups]
+    keep = torch.cat(kept) if kept else candidates[:0]
+    keep = keep[torch.sort(raw["scores"][keep], descending=True, stable=True).indices][:max_detections]
     return {key: value[keep] for key, value in raw.items()}
 
 
 def predict(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable, *, score_threshold: float = 0.05,
-            iou_threshold: float = 0.4, max_detections: int = 20, anchors: torch.Tensor | None = None) -> list[dict]:
+            iou_threshold: float = NMS_IOU, max_detections: int = 20, anchors: torch.Tensor | None = None,
+            per_class: bool = True) -> list[dict]:
     """Detections per image: {"boxes" (K, 4) pixel xyxy, "scores" (K,), "labels" (K,)}, by decreasing score.
 
     decode_fn: your ``decode_boxes``; nms_fn: your ``nms`` (see :func:`raw_detections`, :func:`postprocess`).
     """
     return [postprocess(raw, nms_fn, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                        max_detections=max_detections)
+                        max_detections=max_detections, per_class=per_class)
             for raw in raw_detections(model, images, decode_fn, anchors=anchors)]
 
 
 def evaluate(model: nn.Module, shapes: Shapes, decode_fn: Callable, nms_fn: Callable,
-             iou_thresholds=(0.5, 0.75), **kwargs) -> dict:
-    """mAP of the detector on held-out shapes at each IoU threshold (``lecturelib.evaluation``).
+             iou_thresholds=(0.5, 0.75), coco: bool = False, **kwargs) -> dict:
+    """mAP of the detector on held-out shapes at each IoU threshold (``lecturelib.evaluation``: all-point AP,
+    PASCAL VOC 2010+; heavily occluded objects, ``Shapes.ignore``, are ignored as VOC's "difficult" ones).
 
-    Returns {"map": {threshold: mAP}, "ap": {threshold: {class: AP}}, "images": n}.
+    Returns {"map": {threshold: mAP}, "ap": {threshold: {class: AP}}, "images": n}; with ``coco=True`` also
+    "coco": COCO's 101-point AP@[.5:.95].
     """
     if not isinstance(shapes, Shapes):
         raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
     detections = predict(model, shapes, decode_fn, nms_fn, **kwargs)
-    targets = [{"boxes": shapes.boxes[i], "labels": shapes.labels[i]} for i in range(len(shapes))]
+    targets = [shapes.targets(i) for i in range(len(shapes))]
     result = {"map": {}, "ap": {}, "images": len(shapes)}
     for t in iou_thresholds:
         scores = evaluate_detections(detections, targets, iou_threshold=t, classes=range(1, len(CLASSES)))
         result["map"][t], result["ap"][t] = scores["map"], scores["ap"]
+    if coco:
+        result["coco"] = evaluate_coco(detections, targets, classes=range(1, len(CLASSES)))["map"]
     return result
 
 
@@ -325,7 +349,7 @@ def anchor_explorer(generate_fn: Callable | None = None, image=None):
 # ------------------------------------------------------------------------------------------------
 # NMS: thresholds on the detector's raw boxes, running your nms
 # ------------------------------------------------------------------------------------------------
-def nms_view(raw: dict, nms_fn: Callable, iou_threshold: float = 0.4, score_threshold: float = 0.05) -> dict:
+def nms_view(raw: dict, nms_fn: Callable, iou_threshold: float = NMS_IOU, score_threshold: float = 0.05) -> dict:
     """One image's raw boxes above the score threshold and those YOUR ``nms_fn`` keeps (pure compute).
 
     Returns {"candidates": {...}, "kept": {...}} (dicts like :func:`raw_detections`) or {"error": message}.
@@ -377,7 +401,7 @@ def nms_explorer(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable
 
     images = np.asarray(images)
     raws, error = call_student(raw_detections, model, images, decode_fn, what="decode_boxes")
-    sliders = {"iou_threshold": widgets.FloatSlider(0.4, min=0.0, max=1.0, step=0.05, description="NMS IoU"),
+    sliders = {"iou_threshold": widgets.FloatSlider(NMS_IOU, min=0.0, max=1.0, step=0.05, description="NMS IoU"),
                "score_threshold": widgets.FloatSlider(0.05, min=0.0, max=0.95, step=0.05, description="min score")}
 
     def view(iou_threshold, score_threshold):

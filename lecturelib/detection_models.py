@@ -17,8 +17,9 @@ __all__ = ["TinyDetector"]
 
 
 class TinyDetector(nn.Module):
-    """5 conv blocks (16-32-64-64-64, three of stride 2) to an 8 x 8 grid, then per anchor an objectness
-    logit, 4 box deltas and class logits (one per shape, no background: objectness decides that).
+    """5 conv blocks (16-32-64-64-``width``, three of stride 2) and a conv head to an 8 x 8 grid, then per anchor
+    an objectness logit, 4 box deltas and class logits (one per shape, no background: objectness decides that).
+    The defaults are the shipped detector's: 9 anchors per cell (3 sizes x 3 ratios), width 128.
 
     images (B, 3, 64, 64) in [0, 1] -> {"objectness": (B, N), "deltas": (B, N, 4),
     "class_logits": (B, N, num_classes - 1)} with N = H W A anchors in the order of
@@ -26,7 +27,7 @@ class TinyDetector(nn.Module):
     model was trained with (set by scripts/train_detection.py; saved with the weights).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, num_anchors: int = 3, width: int = 64, grid: int = 8):
+    def __init__(self, num_classes: int = NUM_CLASSES, num_anchors: int = 9, width: int = 128, grid: int = 8):
         super().__init__()
         self.config = {"num_classes": require_int("num_classes", num_classes, minimum=2),
                        "num_anchors": require_int("num_anchors", num_anchors, minimum=1),

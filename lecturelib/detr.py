@@ -12,7 +12,6 @@ Conventions: class ids index ``lecturelib.data.CLASSES``; logit 0 of a query is 
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import warnings
 from typing import Callable
@@ -28,8 +27,8 @@ from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
 from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
 from .detr_models import TinyDETR
 from .plot import explorer
-from .evaluation import evaluate_detections
-from .train import eval_mode, fit, load_pretrained_model
+from .evaluation import evaluate_coco, evaluate_detections
+from .train import eval_mode, fit, load_pretrained_model, one_thread
 
 __all__ = [
     "NO_OBJECT", "DEFAULT_WEIGHTS", "TinyDETR", "detr_targets", "DetrDataset", "detr_collate",
@@ -41,6 +40,7 @@ __all__ = [
 ]
 
 NO_OBJECT = 0                                          #: logit index of "no object" (= background)
+_IGNORED = -100                                        # class target of a query matched to an ignored object
 DEFAULT_WEIGHTS = {"w_class": 1.0, "w_l1": 5.0, "w_giou": 2.0}  #: DETR's matching-cost weights
 
 
@@ -96,10 +96,13 @@ def all_assignments(cost) -> list[tuple[tuple[int, ...], float]]:
 # Data: normalised cxcywh targets
 # ------------------------------------------------------------------------------------------------
 def detr_targets(shapes: Shapes, index: int) -> dict:
-    """{"labels": (K,) int64, "boxes": (K, 4) float32 normalised cxcywh} of one image."""
+    """{"labels": (K,) int64, "boxes": (K, 4) float32 normalised cxcywh, "ignore": (K,) bool} of one image;
+    "ignore" flags the heavily occluded objects (``Shapes.ignore``), matched like the others but left out of
+    the loss (:func:`hungarian_loss`)."""
     boxes = torch.from_numpy(np.asarray(shapes.boxes[index], dtype=np.float32)).reshape(-1, 4)
     return {"labels": torch.from_numpy(np.asarray(shapes.labels[index], dtype=np.int64)),
-            "boxes": normalize_boxes(boxes, shapes.size)}
+            "boxes": normalize_boxes(boxes, shapes.size),
+            "ignore": torch.from_numpy(shapes[index].ignore)}
 
 
 class DetrDataset(torch.utils.data.Dataset):
@@ -128,17 +131,6 @@ def detr_collate(batch):
 # ------------------------------------------------------------------------------------------------
 # Matching and the set loss
 # ------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _one_thread():
-    """Run tiny per-image tensor operations on one thread (waking a thread pool costs more than they do)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def make_matcher(match_batch: Callable, cost_fn: Callable, assign_fn: Callable) -> Callable:
     """``matcher(outputs, targets)`` -> list of (pred_idx, tgt_idx), built from the three functions.
 
@@ -150,7 +142,7 @@ def make_matcher(match_batch: Callable, cost_fn: Callable, assign_fn: Callable) 
         require_callable(name, fn)
 
     def matcher(outputs: dict, targets: list) -> list:
-        with torch.no_grad(), _one_thread():
+        with torch.no_grad(), one_thread():
             return match_batch(outputs["pred_logits"].detach(), outputs["pred_boxes"].detach(), targets,
                                cost_fn, assign_fn)
     return matcher
@@ -166,6 +158,9 @@ def hungarian_loss(outputs: dict, targets: list, indices: list, giou_fn: Callabl
       ``no_object_weight`` (most queries are empty; without it the model learns to predict nothing);
     * boxes: for matched queries only, L1 on normalised (cx, cy, w, h) plus 1 - GIoU (``giou_fn``,
       pairwise on xyxy corners), each divided by the number of objects in the batch.
+    A target's optional "ignore" (K,) bool (heavily occluded objects): a query matched to an ignored object
+    takes part in no term (neither its class nor its box, nor "no object"), as an ignored object costs
+    nothing at evaluation whether it is found or not.
     Returns {"loss": weighted total, "class": ..., "l1": ..., "giou": ...} (scalar tensors).
     """
     logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
@@ -175,11 +170,17 @@ def hungarian_loss(outputs: dict, targets: list, indices: list, giou_fn: Callabl
     for i, ((pred_idx, tgt_idx), target) in enumerate(zip(indices, targets)):
         pred_idx, tgt_idx = torch.as_tensor(pred_idx, dtype=torch.int64), torch.as_tensor(tgt_idx, dtype=torch.int64)
         target_classes[i, pred_idx] = target["labels"][tgt_idx].to(logits.device)
+        ignore = target.get("ignore")
+        if ignore is not None:
+            skip = torch.as_tensor(ignore, dtype=torch.bool)[tgt_idx]
+            target_classes[i, pred_idx[skip]] = _IGNORED
+            pred_idx, tgt_idx = pred_idx[~skip], tgt_idx[~skip]
         pred_boxes.append(boxes[i, pred_idx])
         true_boxes.append(target["boxes"][tgt_idx].to(boxes.device))
     class_weight = torch.ones(c, device=logits.device)
     class_weight[NO_OBJECT] = require_float("no_object_weight", no_object_weight, minimum=0)
-    loss_class = F.cross_entropy(logits.reshape(b * q, c), target_classes.reshape(-1), weight=class_weight)
+    loss_class = F.cross_entropy(logits.reshape(b * q, c), target_classes.reshape(-1), weight=class_weight,
+                                 ignore_index=_IGNORED)
     pred_boxes, true_boxes = torch.cat(pred_boxes), torch.cat(true_boxes)
     num_boxes = max(len(true_boxes), 1)
     if len(true_boxes):
@@ -270,23 +271,32 @@ def predict(model: nn.Module, images, batch_size: int = 256) -> list[dict]:
     return results
 
 
-def evaluate(model: nn.Module, shapes: Shapes, iou_threshold: float = 0.5) -> dict:
+def evaluate(model: nn.Module, shapes: Shapes, iou_threshold: float = 0.5, coco: bool = False) -> dict:
     """mAP of the model's queries on held-out shapes, and how often it counts the objects right.
 
     Every query is a detection scored by its best object-class probability (DETR's protocol: no
-    threshold, no NMS). Count accuracy: the share of images whose number of "kept" queries (most likely
-    class is an object) equals the number of objects.
-    Returns {"map", "ap" (per class), "count_accuracy", "images"}.
+    threshold, no NMS); AP is all-point (PASCAL VOC 2010+), heavily occluded objects (``Shapes.ignore``) are
+    ignored as VOC's "difficult" ones. Count accuracy: the share of images whose number of "kept" queries
+    (most likely class is an object) equals the number of objects (any number between the regular objects
+    and all objects, ignored ones included).
+    Returns {"map", "ap" (per class), "count_accuracy", "images"}; with ``coco=True`` also "coco": COCO's
+    101-point AP@[.5:.95].
     """
     if not isinstance(shapes, Shapes):
         raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
     predictions = predict(model, shapes)
-    targets = [{"boxes": shapes.boxes[i], "labels": shapes.labels[i]} for i in range(len(shapes))]
+    targets = [shapes.targets(i) for i in range(len(shapes))]
     result = evaluate_detections(predictions, targets, iou_threshold=iou_threshold,
                                  classes=range(1, len(CLASSES)))
     counts = np.array([int(p["keep"].sum()) for p in predictions])
-    return {"map": result["map"], "ap": result["ap"],
-            "count_accuracy": float(np.mean(counts == shapes.object_counts())), "images": len(shapes)}
+    ignored = np.array([int(flags.sum()) for flags in shapes.ignore])
+    regular = shapes.object_counts() - ignored
+    scores = {"map": result["map"], "ap": result["ap"],
+              "count_accuracy": float(np.mean((counts >= regular) & (counts <= regular + ignored))),
+              "images": len(shapes)}
+    if coco:
+        scores["coco"] = evaluate_coco(predictions, targets, classes=range(1, len(CLASSES)))["map"]
+    return scores
 
 
 def assignment_changes(previous: list, current: list) -> float:

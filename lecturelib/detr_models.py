@@ -55,7 +55,10 @@ class TinyDETR(nn.Module):
     images (B, 3, 64, 64) float in [0, 1] -> {"pred_logits": (B, Q, num_classes), "pred_boxes":
     (B, Q, 4) normalised cxcywh in (0, 1)}. Logit 0 is "no object".
 
-    * backbone: 5 conv blocks (widths 16-32-64-64-d, three of stride 2) to a (d, 8, 8) feature map;
+    * backbone: 5 conv blocks (widths 16-32-64-64-d, three of stride 2) and ``extra_blocks`` more of width d
+      to a (d, 8, 8) feature map; the shipped model's (d = 128, one extra block) has the layout of the anchor
+      detector's backbone and head (``TinyDetector``), and starts from its weights, as DETR starts from a
+      pretrained ResNet (:meth:`init_from_detector`);
     * a learned positional embedding (row + column) for the 64 positions;
     * a transformer encoder (``enc_layers``) lets the 64 positions exchange information;
     * ``num_queries`` learned query embeddings drive a transformer decoder (``dec_layers``) whose slots
@@ -65,7 +68,8 @@ class TinyDETR(nn.Module):
     """
 
     def __init__(self, num_classes: int = NUM_CLASSES, num_queries: int = 5, d_model: int = 64,
-                 heads: int = 4, enc_layers: int = 1, dec_layers: int = 2, ffn: int = 128, grid: int = 8):
+                 heads: int = 4, enc_layers: int = 1, dec_layers: int = 2, ffn: int = 128, grid: int = 8,
+                 extra_blocks: int = 0, backbone_width: int | None = None):
         super().__init__()
         num_classes = require_int("num_classes", num_classes, minimum=2)
         num_queries = require_int("num_queries", num_queries, minimum=1)
@@ -77,12 +81,17 @@ class TinyDETR(nn.Module):
         dec_layers = require_int("dec_layers", dec_layers, minimum=1)
         ffn = require_int("ffn", ffn, minimum=1)
         grid = require_int("grid", grid, minimum=1)
+        extra_blocks = require_int("extra_blocks", extra_blocks, minimum=0)
+        width = d_model if backbone_width is None else require_int("backbone_width", backbone_width, minimum=4)
         self.config = {"num_classes": num_classes, "num_queries": num_queries, "d_model": d_model,
                        "heads": heads, "enc_layers": enc_layers, "dec_layers": dec_layers, "ffn": ffn,
-                       "grid": grid}
+                       "grid": grid, "extra_blocks": extra_blocks, "backbone_width": width}
         self.backbone = nn.Sequential(
             conv_bn_relu(3, 16), conv_bn_relu(16, 32, 2), conv_bn_relu(32, 64, 2),
-            conv_bn_relu(64, 64, 2), conv_bn_relu(64, d_model))
+            conv_bn_relu(64, 64, 2), conv_bn_relu(64, width),
+            *(conv_bn_relu(width, width) for _ in range(extra_blocks)))
+        # DETR's input projection: a 1x1 convolution from the backbone's channels to the transformer's width
+        self.input_proj = nn.Conv2d(width, d_model, 1) if width != d_model else nn.Identity()
         self.row_embed = nn.Parameter(torch.randn(grid, d_model) * 0.1)
         self.col_embed = nn.Parameter(torch.randn(grid, d_model) * 0.1)
         self.encoder = nn.ModuleList(_EncoderLayer(d_model, heads, ffn) for _ in range(enc_layers))
@@ -92,11 +101,43 @@ class TinyDETR(nn.Module):
         self.class_head = nn.Linear(d_model, num_classes)
         self.box_head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 4))
 
+    def init_from_detector(self, detector: nn.Module) -> "TinyDETR":
+        """Copy a ``TinyDetector``'s backbone (and its head conv block into the first extra block) into this
+        model's backbone; the transformer and the prediction heads stay as initialised. Returns the model."""
+        state = {f"backbone.{k}": v for k, v in detector.backbone.state_dict().items()}
+        if self.config["extra_blocks"]:
+            state.update({f"backbone.5.{k}": v for k, v in detector.head.state_dict().items()})
+        own = self.state_dict()
+        wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"the detector's backbone does not fit this TinyDETR (d_model "
+                             f"{self.config['d_model']}): {', '.join(wrong[:3])}")
+        self.load_state_dict(state, strict=False)
+        return self
+
+    def freeze_backbone(self, blocks: int) -> "TinyDETR":
+        """Train without the first ``blocks`` backbone blocks: no gradients, BatchNorm kept in eval mode (as DETR
+        freezes the stem and first stage of its ResNet). Returns the model."""
+        blocks = require_int("blocks", blocks, minimum=0)
+        if blocks > len(self.backbone):
+            raise ValueError(f"blocks must be at most {len(self.backbone)}, got {blocks}")
+        self.frozen_blocks = blocks
+        for block in list(self.backbone)[:self.frozen_blocks]:
+            for parameter in block.parameters():
+                parameter.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "TinyDETR":
+        super().train(mode)
+        for block in list(self.backbone)[:getattr(self, "frozen_blocks", 0)]:
+            block.eval()
+        return self
+
     def forward(self, images: torch.Tensor, *, all_layers: bool = False, attention: bool = False) -> dict:
         """Predictions of the last decoder layer; with ``all_layers`` also "aux" (one dict per earlier layer);
         with ``attention`` also "attention": (B, Q, h, w) cross-attention of the last layer's queries."""
         require_tensor("images", images, ndim=4, floating=True)
-        features = self.backbone(images)                                   # (B, d, h, w)
+        features = self.input_proj(self.backbone(images))                  # (B, d, h, w)
         b, d, h, w = features.shape
         if (h, w) != (self.row_embed.shape[0], self.col_embed.shape[0]):
             raise ValueError(f"images must give a {self.config['grid']}x{self.config['grid']} feature map "

@@ -2,8 +2,8 @@
 
 Demos, training and inference of the tiny Mask R-CNN-style mask predictor (the model is
 ``lecturelib.instance_segmentation_models.TinyMaskRCNN``), mask IoU and mask AP, and the widgets of the instance
-segmentation notebook. The graded operations (``mask_targets``, ``mask_loss``, ``paste_masks``) are NOT
-here: every function that needs one takes it as an argument, so the notebook runs them with the student's
+segmentation notebook. The graded operations (``mask_targets``, ``mask_loss``, ``paste_masks``,
+``keypoint_targets``, ``decode_keypoints``) are NOT here: every function that needs one takes it as an argument, so the notebook runs them with the student's
 code and scripts/tests with ``lecturelib.reference`` (see ``lecturelib._student``).
 
 "Mask R-CNN adds a mask branch to any box detector": the model here crops RoIAlign features for boxes it
@@ -25,7 +25,7 @@ from torch import nn
 from ._student import call_student, function_or_reference
 from ._validate import describe, require_callable, require_float, require_int, require_tensor
 from .data import CLASSES, Shapes
-from .evaluation import evaluate_detections
+from .evaluation import evaluate_coco, evaluate_detections
 from .instance_segmentation_models import TinyMaskRCNN
 from .plot import explorer
 from .rois import roi_align, roi_pool, roi_pool_cells
@@ -36,7 +36,7 @@ __all__ = [
     "show_semantic_vs_instance", "pool_vs_align", "show_pool_vs_align", "mask_iou",
     "evaluate_masks", "TinyMaskRCNN", "jitter_boxes", "train_mask_head", "detr_detections",
     "predict_masks", "evaluate", "load_pretrained", "show_instance_masks", "roi_target_explorer",
-    "threshold_explorer",
+    "threshold_explorer", "show_keypoints", "synthetic_heatmap", "keypoint_explorer",
 ]
 
 
@@ -189,7 +189,7 @@ def evaluate_masks(predictions: list, targets: list, iou_threshold: float = 0.5,
     with mask IoU instead of box IoU.
 
     predictions: one dict per image with "masks" (K, H, W) bool, "scores" (K,), "labels" (K,);
-    targets: one dict per image with "masks" (G, H, W) bool and "labels" (G,).
+    targets: one dict per image with "masks" (G, H, W) bool, "labels" (G,) and optionally "ignore" (G,) bool.
     Returns {"map", "ap": {class: AP}, "num_gt": {class: count}, ...} as ``evaluate_detections``.
     """
     return evaluate_detections(predictions, targets, iou_threshold=iou_threshold, classes=classes, key="masks",
@@ -214,7 +214,7 @@ def jitter_boxes(boxes: torch.Tensor, generator: torch.Generator, amount: float 
 
 
 class _MaskDataset(torch.utils.data.Dataset):
-    """(image, {"masks", "labels", "boxes"}) for every image of a Shapes."""
+    """(image, {"masks", "labels", "boxes", "ignore"}) for every image of a Shapes."""
 
     def __init__(self, shapes: Shapes):
         self.shapes = shapes
@@ -226,11 +226,12 @@ class _MaskDataset(torch.utils.data.Dataset):
         s = self.shapes
         image = torch.from_numpy(s.images[i]).permute(2, 0, 1).float().div_(255)
         return image, {"masks": torch.from_numpy(s.instance_masks[i]), "labels": torch.from_numpy(s.labels[i]),
-                       "boxes": torch.from_numpy(s.boxes[i])}
+                       "boxes": torch.from_numpy(s.boxes[i]), "ignore": torch.from_numpy(s[i].ignore)}
 
 
 class _Jittered(nn.Module):
-    """Wraps the model for ``fit``: draws jittered copies of each ground-truth box as the RoIs of a batch."""
+    """Wraps the model for ``fit``: draws jittered copies of each ground-truth box as the RoIs of a batch
+    (objects flagged "ignore", the heavily occluded ones, give no RoI)."""
 
     def __init__(self, model: TinyMaskRCNN, copies: int, amount: float, seed: int):
         super().__init__()
@@ -241,8 +242,10 @@ class _Jittered(nn.Module):
         images, targets = batch
         boxes, matched = [], []
         for t in targets:
-            g = len(t["boxes"])
-            idx = torch.arange(g).repeat(self.copies)
+            idx = torch.arange(len(t["boxes"]))
+            if "ignore" in t:
+                idx = idx[~t["ignore"]]
+            idx = idx.repeat(self.copies)
             boxes.append(jitter_boxes(t["boxes"][idx], self.generator, self.amount, images.shape[-1]))
             matched.append(idx)
         return {"logits": self.model(images, boxes), "boxes": boxes, "matched": matched}
@@ -259,7 +262,8 @@ def train_mask_head(model: TinyMaskRCNN, train: Shapes, *, mask_targets_fn: Call
                     seed: int = 0, progress: bool = True) -> list[float]:
     """Train the model on jittered ground-truth boxes; returns the mean training loss of each epoch.
 
-    Each ground-truth box gives ``copies`` RoIs, each side moved by N(0, ``jitter`` * box size); each RoI's
+    Each ground-truth box (but those of ``train.ignore``) gives ``copies`` RoIs, each side moved by
+    N(0, ``jitter`` * box size); each RoI's
     target is ``mask_targets_fn(gt_masks, rois, matched_idx, M)`` of its image and the loss is
     ``mask_loss_fn(logits, labels, targets)`` (yours or the reference). AdamW, one-cycle schedule.
     """
@@ -334,22 +338,27 @@ def predict_masks(model: TinyMaskRCNN, images, detections: list, paste_fn: Calla
 
 
 def evaluate(model: TinyMaskRCNN, shapes: Shapes, paste_fn: Callable, detections: list | None = None,
-             iou_threshold: float = 0.5) -> dict:
+             iou_threshold: float = 0.5, coco: bool = False) -> dict:
     """Mask AP and box AP at ``iou_threshold`` of the model with DETR's boxes on held-out shapes.
 
-    Returns {"mask_map", "box_map", "mask_ap" (per class), "images", "predictions"}.
+    AP is all-point (PASCAL VOC 2010+); heavily occluded objects (``Shapes.ignore``) are ignored as VOC's
+    "difficult" ones. Returns {"mask_map", "box_map", "mask_ap" (per class), "images", "predictions"}; with
+    ``coco=True`` also "mask_coco" and "box_coco": COCO's 101-point AP@[.5:.95].
     """
     if not isinstance(shapes, Shapes):
         raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
     detections = detections if detections is not None else detr_detections(shapes)
     predictions = predict_masks(model, shapes, detections, paste_fn)
     classes = range(1, len(CLASSES))
-    targets = [{"masks": shapes.instance_masks[i], "labels": shapes.labels[i], "boxes": shapes.boxes[i]}
-               for i in range(len(shapes))]
+    targets = [shapes.targets(i) for i in range(len(shapes))]
     masks = evaluate_masks(predictions, targets, iou_threshold, classes=classes)
     boxes = evaluate_detections(predictions, targets, iou_threshold=iou_threshold, classes=classes)
-    return {"mask_map": masks["map"], "box_map": boxes["map"], "mask_ap": masks["ap"], "images": len(shapes),
-            "predictions": predictions}
+    result = {"mask_map": masks["map"], "box_map": boxes["map"], "mask_ap": masks["ap"], "images": len(shapes),
+              "predictions": predictions}
+    if coco:
+        result["mask_coco"] = evaluate_coco(predictions, targets, classes=classes, key="masks", iou_fn=mask_iou)["map"]
+        result["box_coco"] = evaluate_coco(predictions, targets, classes=classes)["map"]
+    return result
 
 
 def load_pretrained(name: str = "maskrcnn_shapes") -> TinyMaskRCNN:
@@ -477,3 +486,128 @@ def threshold_explorer(shapes: Shapes, predictions: list, paste_fn: Callable | N
         return fig
 
     return explorer({"threshold": slider}, view, draw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Keypoints (Mask R-CNN's pose head): the ground truth drawn, a heatmap decoded
+# ------------------------------------------------------------------------------------------------
+def show_keypoints(shapes: Shapes, indices=(0, 1, 2, 3), predicted: list | None = None):
+    """The images with each object's ground-truth keypoints (numbered in their order; white = visible, v = 2;
+    red = occluded, v = 1) and, if given, ``predicted[i]`` ((K, P, 2+) x, y per object and keypoint) as crosses."""
+    import matplotlib.pyplot as plt
+
+    from .data import KEYPOINTS_PER_CLASS
+    indices = list(indices)
+    fig, axes = plt.subplots(1, len(indices), figsize=(2.6 * len(indices), 2.8), squeeze=False)
+    for ax, i in zip(axes[0], indices):
+        size = shapes.size
+        ax.imshow(shapes.images[i], extent=(0, size, size, 0))
+        for k, (points, label) in enumerate(zip(shapes.keypoints[i], shapes.labels[i])):
+            for j, (x, y, v) in enumerate(points[:KEYPOINTS_PER_CLASS[label]]):
+                if v > 0:
+                    ax.plot(x, y, "o", ms=4, mec="black", mew=0.5, color="white" if v == 2 else "tab:red")
+                    ax.text(x + 1, y - 1, str(j), color="yellow", fontsize=7)
+                    if predicted is not None:
+                        px, py = (float(t) for t in predicted[i][k][j][:2])
+                        ax.plot(px, py, "x", ms=5, mew=1.5, color="tab:cyan")
+        ax.set_xlim(0, size)
+        ax.set_ylim(size, 0)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def synthetic_heatmap(point, box, S: int, noise: float = 0.3, seed: int = 0) -> torch.Tensor:
+    """(S, S) float32 logits of a "trained" keypoint head: a peak of height 4 at the keypoint's position in the
+    RoI's S x S grid (cell centres at (c + 0.5) * size / S), Gaussian of width one cell, plus Gaussian noise."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    u = (float(point[0]) - x1) / (x2 - x1) * S - 0.5          # in cell units, cell centres at integers
+    v = (float(point[1]) - y1) / (y2 - y1) * S - 0.5
+    grid = torch.arange(S, dtype=torch.float32)
+    peak = 4 * torch.exp(-((grid[None, :] - u) ** 2 + (grid[:, None] - v) ** 2) / 2)
+    return peak + noise * torch.randn(S, S, generator=torch.Generator().manual_seed(seed))
+
+
+def keypoint_explorer(decode_fn: Callable | None = None, targets_fn: Callable | None = None,
+                      shapes: Shapes | None = None, index: int = 0):
+    """Sliders for a RoI over one shape, the heatmap size S and the head's noise: left, the image with the RoI,
+    its S x S cells, the true keypoint (white) and where ``decode_fn`` puts it back (cyan cross); right, the
+    heatmap with its argmax and ``targets_fn``'s target cell (both yours; default: the reference where it ships).
+    Returns the ipywidgets box; ``box.interactive.result`` is the last view."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .data import make_shapes
+    decode_fn = function_or_reference(decode_fn, "decode_keypoints", "instance_segmentation")
+    targets_fn = function_or_reference(targets_fn, "keypoint_targets", "instance_segmentation")
+    shapes = shapes if shapes is not None else make_shapes(1, seed=0, min_objects=1, max_objects=1,
+                                                           background="plain", occlusion=False)
+    sample = shapes[index]
+    size = shapes.size
+    x1, y1, x2, y2 = (float(v) for v in sample.boxes[0])
+    n_points = int(np.count_nonzero(sample.keypoints[0][:, 2]))
+    sliders = {"keypoint": widgets.IntSlider(0, min=0, max=max(n_points - 1, 0), description="keypoint"),
+               "x1": widgets.FloatSlider(x1 - 2, min=0, max=size - 4, step=0.25, description="x1"),
+               "y1": widgets.FloatSlider(y1 - 2, min=0, max=size - 4, step=0.25, description="y1"),
+               "width": widgets.FloatSlider(x2 - x1 + 4, min=4, max=size, step=0.25, description="width"),
+               "height": widgets.FloatSlider(y2 - y1 + 4, min=4, max=size, step=0.25, description="height"),
+               "S": widgets.IntSlider(8, min=2, max=28, description="S"),
+               "noise": widgets.FloatSlider(0.3, min=0, max=2, step=0.1, description="noise")}
+
+    def view(keypoint, x1, y1, width, height, S, noise):
+        box = [x1, y1, x1 + width, y1 + height]
+        point = sample.keypoints[0][keypoint]
+        heat = synthetic_heatmap(point, box, S, noise)
+        rois = torch.tensor([box], dtype=torch.float32)
+        out = {"box": box, "S": S, "point": point[:2].tolist(), "heatmap": heat.numpy(), "errors": []}
+        decoded, error = call_student(decode_fn, heat[None, None], rois, what="decode_keypoints")
+        if error:
+            out["errors"].append(error)
+        else:
+            out["decoded"] = [float(t) for t in torch.as_tensor(decoded)[0, 0, :2]]
+        target, error = call_student(targets_fn, torch.from_numpy(point[None, None].copy()), rois, S,
+                                     what="keypoint_targets")
+        if error:
+            out["errors"].append(error)
+        else:
+            index, valid = target
+            out["target"] = int(torch.as_tensor(index).reshape(-1)[0]) if bool(torch.as_tensor(valid).reshape(-1)[0]) \
+                else None
+        return out
+
+    def draw(view):
+        (bx1, by1, bx2, by2), S = view["box"], view["S"]
+        fig, axes = plt.subplots(1, 2, figsize=(8.5, 4))
+        axes[0].imshow(sample.image, extent=(0, size, size, 0))
+        for c in range(S + 1):
+            axes[0].plot([bx1 + c * (bx2 - bx1) / S] * 2, [by1, by2], color="white", lw=0.3)
+            axes[0].plot([bx1, bx2], [by1 + c * (by2 - by1) / S] * 2, color="white", lw=0.3)
+        axes[0].add_patch(Rectangle((bx1, by1), bx2 - bx1, by2 - by1, fill=False, edgecolor="white", lw=1.5))
+        axes[0].plot(*view["point"], "o", ms=6, mec="black", color="white")
+        title = "RoI, its S x S cells; true keypoint (white)"
+        if "decoded" in view:
+            axes[0].plot(*view["decoded"], "x", ms=9, mew=2, color="tab:cyan")
+            err = float(np.hypot(*(np.array(view["decoded"]) - view["point"])))
+            title = f"decoded (cyan) {err:.2f} px from the truth"
+        axes[0].set_title("; ".join(view["errors"]) or title, fontsize=8)
+        axes[0].set_xlim(0, size)
+        axes[0].set_ylim(size, 0)
+        axes[1].imshow(view["heatmap"], cmap="magma")
+        peak = int(np.argmax(view["heatmap"]))
+        axes[1].add_patch(Rectangle((peak % S - 0.5, peak // S - 0.5), 1, 1, fill=False, edgecolor="tab:cyan", lw=2))
+        label = "heatmap: argmax (cyan)"
+        if view.get("target") is not None:
+            t = view["target"]
+            axes[1].add_patch(Rectangle((t % S - 0.5, t // S - 0.5), 1, 1, fill=False, edgecolor="white", lw=1.5,
+                                        ls="--"))
+            label += ", your target cell (white, dashed)"
+        elif "target" in view:
+            label += "; the keypoint is outside the RoI: no target"
+        axes[1].set_title(label, fontsize=8)
+        for ax in axes:
+            ax.set_axis_off()
+        fig.tight_layout()
+        return fig
+
+    return explorer(sliders, view, draw, arrange=[["keypoint", "S", "noise"], ["x1", "y1"], ["width", "height"]])

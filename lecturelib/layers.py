@@ -28,7 +28,10 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1, dilation:
 class Attention(nn.Module):
     """Multi-head self-attention that can return its attention weights (N, heads, T, T).
 
-    forward(x): x (N, T, dim) -> (output (N, T, dim), attention (N, heads, T, T)).
+    forward(x, mask=None): x (N, T, dim) -> (output (N, T, dim), attention (N, heads, T, T)).
+    ``mask``: optional boolean (T, T), True where token i may attend to token j (a causal decoder passes the
+    lower triangle, ``torch.ones(T, T, dtype=torch.bool).tril()``); a ViT encoder passes none: every token
+    attends to every token.
     """
 
     def __init__(self, dim: int, heads: int):
@@ -39,9 +42,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         n, t, d = x.shape
         q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attention = (q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)).softmax(dim=-1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != (t, t):
+                raise ValueError(f"mask must be a boolean ({t}, {t}) tensor, got {mask.dtype} {tuple(mask.shape)}")
+            scores = scores.masked_fill(~mask, float("-inf"))
+        attention = scores.softmax(dim=-1)
         out = (attention @ v).transpose(1, 2).reshape(n, t, d)
         return self.proj(out), attention

@@ -467,3 +467,144 @@ def explorer(controls: dict, view, draw, *, arrange="row"):
         raise ValueError(f"arrange must be 'row', 'side' or a list of lists of control names, got {arrange!r}")
     box.interactive = interactive
     return box
+
+
+# ------------------------------------------------------------------------------------------------
+# Architecture diagrams (drawn with matplotlib: nothing is downloaded)
+# ------------------------------------------------------------------------------------------------
+def _feature_box(ax, x, y, width, height, color, label=None, fontsize=7):
+    ax.add_patch(Rectangle((x, y), width, height, facecolor=color, edgecolor="black", linewidth=0.6))
+    if label:
+        ax.text(x + width / 2, y - 0.25, label, ha="center", va="top", fontsize=fontsize)
+
+
+def _arrow(ax, start, end, color, style="-|>", linestyle="-", lw=1.2):
+    ax.annotate("", end, start, arrowprops=dict(arrowstyle=style, color=color, lw=lw, linestyle=linestyle,
+                                                shrinkA=1, shrinkB=1))
+
+
+def draw_unet(widths=(16, 32, 64, 128), image_size: int = 64, num_classes: int = NUM_CLASSES, ax=None):
+    """The U-Net of ``lecturelib.segmentation_models.UNet`` drawn as in Ronneberger et al. (2015); returns the Figure.
+
+    One box per feature map: its height grows with the spatial size, its width with the channels; the encoder
+    (left) applies two 3x3 conv + BN + ReLU per level and 2x2 max-pooling between levels, the decoder (right) a
+    2x2 stride-2 transposed convolution, concatenates the encoder's map of the same size (skip connection, copy),
+    and two 3x3 convs; a 1x1 convolution gives the class scores.
+    """
+    if not isinstance(widths, (tuple, list)) or len(widths) < 2:
+        raise ValueError(f"widths must be a tuple of at least 2 channel counts, got {widths!r}")
+    widths = [require_int(f"widths[{i}]", w, minimum=1) for i, w in enumerate(widths)]
+    size = require_int("image_size", image_size, minimum=2 ** (len(widths) - 1))
+    num_classes = require_int("num_classes", num_classes, minimum=1)
+    levels = len(widths)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(12, 5.6))
+    fig = ax.figure
+
+    def height(level):                      # the box height shrinks with the resolution, kept readable
+        return 2.6 * 0.62 ** level
+
+    def thick(channels):
+        return 0.16 + 0.5 * math.log2(channels) / math.log2(max(widths) * 2)
+
+    colours = {"conv": "#9ecae1", "pool": "crimson", "up": "seagreen", "skip": "0.45", "head": "darkorange"}
+    gap = 0.35
+    top = 0.0
+    ys = [top - sum(height(l) * 0.55 + 0.9 for l in range(level)) for level in range(levels)]
+    x = 0.0
+    enc_right = []
+    # encoder
+    box = thick(3)
+    _feature_box(ax, x, ys[0] - height(0), box, height(0), "white", f"image\n3 x {size}²")
+    x += box + gap
+    for level, w in enumerate(widths):
+        s = size // 2 ** level
+        y = ys[level] - height(level)
+        if level > 0:                       # max-pool from the previous level's last map
+            _arrow(ax, (x - gap - thick(widths[level - 1]) / 2, ys[level - 1] - height(level - 1)),
+                   (x + thick(w) / 2, ys[level]), colours["pool"])
+        for k in range(2):
+            _feature_box(ax, x, y, thick(w), height(level), colours["conv"], f"{w}" if k else None)
+            if k == 1 or level == 0:
+                _arrow(ax, (x - gap, y + height(level) / 2), (x, y + height(level) / 2), colours["conv"])
+            x += thick(w) + gap
+        ax.text(x - gap - thick(w) - gap / 2, y + height(level) + 0.12, f"{s} x {s}", ha="center", fontsize=7,
+                color="0.3")
+        enc_right.append(x - gap)
+    # decoder
+    x += 0.4
+    for level in range(levels - 2, -1, -1):
+        w, s = widths[level], size // 2 ** level
+        y = ys[level] - height(level)
+        _arrow(ax, (x - gap, ys[level + 1]), (x + thick(w) / 2, y), colours["up"])
+        _feature_box(ax, x, y, thick(w), height(level), "#c7e9c0", None)                      # upsampled
+        _feature_box(ax, x + thick(w), y, thick(w), height(level), "#d9d9d9", f"{w} + {w}")  # copied skip
+        _arrow(ax, (enc_right[level], y + height(level) * 0.8), (x + thick(w), y + height(level) * 0.8),
+               colours["skip"], linestyle="--")
+        x += 2 * thick(w) + gap
+        for k in range(2):
+            _feature_box(ax, x, y, thick(w), height(level), colours["conv"], f"{w}" if k else None)
+            _arrow(ax, (x - gap, y + height(level) / 2), (x, y + height(level) / 2), colours["conv"])
+            x += thick(w) + gap
+    y = ys[0] - height(0)
+    _feature_box(ax, x, y, thick(num_classes), height(0), colours["head"], f"{num_classes} classes\n{size}²")
+    _arrow(ax, (x - gap, y + height(0) / 2), (x, y + height(0) / 2), colours["head"])
+    x += thick(num_classes)
+    handles = [matplotlib.lines.Line2D([], [], color=colours["conv"], lw=2, label="3x3 conv + BN + ReLU"),
+               matplotlib.lines.Line2D([], [], color=colours["pool"], lw=2, label="2x2 max-pool (down)"),
+               matplotlib.lines.Line2D([], [], color=colours["up"], lw=2,
+                                       label="2x2 stride-2 transposed conv (up)"),
+               matplotlib.lines.Line2D([], [], color=colours["skip"], lw=2, linestyle="--",
+                                       label="skip: copy and concatenate"),
+               matplotlib.lines.Line2D([], [], color=colours["head"], lw=2, label="1x1 conv: class scores")]
+    ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=False)
+    ax.set_xlim(-0.3, x + 0.3)
+    ax.set_ylim(ys[-1] - height(levels - 1) - 1.2, top + 0.6)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(f"U-Net, {levels} levels (channels {', '.join(map(str, widths))}): box height ~ resolution, "
+                 "numbers = channels", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def draw_fcn_variants(ax=None):
+    """FCN-32s, FCN-16s and FCN-8s (Long et al., 2015) as data flow, one row each; returns the Figure.
+
+    Class scores are predicted by 1x1 convolutions at three strides of the VGG backbone: conv7 (stride 32),
+    pool4 (16) and pool3 (8). FCN-32s upsamples conv7's scores 32x in one step; FCN-16s adds pool4's scores to the
+    2x-upsampled conv7 scores and upsamples the sum 16x; FCN-8s adds pool3's scores to the 2x-upsampled fused
+    (conv7 + pool4) scores and upsamples 8x.
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 4.6))
+    fig = ax.figure
+    columns = {32: 0.0, 16: 3.2, 8: 6.4, 1: 10.2}          # x position of each stride (1 = the output pixels)
+    score = dict(facecolor="#fdd0a2", edgecolor="black", boxstyle="round,pad=0.3")
+    pixels = dict(facecolor="#c7e9c0", edgecolor="black", boxstyle="round,pad=0.3")
+    plus = dict(facecolor="white", edgecolor="seagreen", boxstyle="circle,pad=0.15")
+    rows = {"FCN-32s": (3.9, []), "FCN-16s": (2.0, [(16, "pool4")]), "FCN-8s": (0.0, [(16, "pool4"), (8, "pool3")])}
+    for variant, (y, skips) in rows.items():
+        ax.text(-1.6, y, variant, fontsize=11, fontweight="bold", ha="right", va="center")
+        ax.text(columns[32], y, "conv7 scores\n(stride 32)", ha="center", va="center", fontsize=8, bbox=score)
+        x = columns[32]
+        for stride, stage in skips:
+            _arrow(ax, (x + 0.75, y), (columns[stride] - 0.25, y), "seagreen")
+            ax.text((x + columns[stride]) / 2, y + 0.15, "2x up", ha="center", fontsize=7.5, color="seagreen")
+            ax.text(columns[stride], y, "+", ha="center", va="center", fontsize=11, color="seagreen", bbox=plus)
+            ax.text(columns[stride], y - 0.95, f"{stage} scores\n(1x1 conv, stride {stride})", ha="center",
+                    va="center", fontsize=8, bbox=score)
+            _arrow(ax, (columns[stride], y - 0.7), (columns[stride], y - 0.25), "0.3")
+            x = columns[stride]
+        last = skips[-1][0] if skips else 32
+        _arrow(ax, (x + (0.25 if skips else 0.75), y), (columns[1] - 0.75, y), "darkorange", lw=1.6)
+        ax.text((x + columns[1]) / 2, y + 0.15, f"upsample {last}x (bilinear init, learnable)", ha="center",
+                fontsize=7.5, color="darkorange")
+        ax.text(columns[1], y, "class scores\nper pixel", ha="center", va="center", fontsize=8, bbox=pixels)
+    ax.set_xlim(-2.6, columns[1] + 1.2)
+    ax.set_ylim(-1.5, 4.5)
+    ax.set_axis_off()
+    ax.set_title("FCN's skip connections (Long et al., 2015): finer stages add their class scores to the "
+                 "2x-upsampled coarser scores", fontsize=9)
+    fig.tight_layout()
+    return fig

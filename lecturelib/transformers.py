@@ -1,4 +1,5 @@
-"""Transformers recap: ViT patches, pre-norm vs post-norm, and a mixture-of-experts layer.
+"""Transformers recap: three ways of processing sequences, ViT patches, positions, pooling and masking,
+pre-norm vs post-norm, and a mixture-of-experts layer.
 
 Demos and widgets of the transformers notebook. The graded operations (``patchify``, ``rms_norm``,
 ``swiglu``, ``top_k_routing``, ``load_balancing_loss``) are NOT here: every function that needs one
@@ -14,6 +15,7 @@ layout of a ``Conv2d(C, D, kernel_size=p, stride=p)`` weight reshaped to (D, C*p
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import numpy as np
@@ -22,15 +24,391 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._student import call_student, function_or_reference
-from ._validate import describe, require_callable, require_float, require_int, require_tensor
+from ._validate import describe, require_callable, require_float, require_int, require_module, require_tensor
 from .layers import Attention
 from .plot import explorer
 
 __all__ = [
+    "RecurrentLayer", "ConvolutionLayer", "SelfAttentionLayer", "SEQUENCE_LAYERS", "sequence_layer",
+    "measure_sequence_layer",
+    "sequence_costs", "sequence_cost_table", "plot_sequence_layers", "plot_sequence_costs",
+    "vit_tokens", "shuffle_patches", "causal_mask", "linear_probe_accuracy", "position_similarity",
+    "plot_position_similarity", "plot_attention_masks",
     "conv_patch_embedding", "patch_view", "plot_patches", "patch_explorer",
     "NormBlock", "depth_profile", "plot_depth_profiles",
     "MoELayer", "dense_mlp", "routing_problem", "routing_view", "plot_routing", "routing_explorer",
 ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Three ways of processing a sequence: recurrence, convolution, self-attention
+# ------------------------------------------------------------------------------------------------
+class RecurrentLayer(nn.Module):
+    """An Elman RNN written as a loop: h_t = tanh(x_t W_x + b + h_{t-1} W_h), output h_t at every position.
+
+    x (N, L, dim) -> (N, L, dim). The input projection runs on all positions at once; the recurrent
+    projection ``step`` runs L times, each call waiting for the previous one (L sequential steps).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.inp = nn.Linear(dim, dim)
+        self.step = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.inp(x)
+        h = x.new_zeros(x.shape[0], x.shape[2])
+        outputs = []
+        for u_t in u.unbind(dim=1):          # unbind, not u[:, t]: one slice's gradient would cost O(L) each
+            h = torch.tanh(u_t + self.step(h))
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)
+
+
+class ConvolutionLayer(nn.Module):
+    """A 1-D convolution over the positions (kernel k, padding k // 2: same length), one call for all of them.
+
+    x (N, L, dim) -> (N, L, dim); ``step`` is the ``nn.Conv1d``.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3):
+        super().__init__()
+        k = require_int("kernel_size", kernel_size, minimum=1)
+        if k % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (same-length output), got {k}")
+        self.step = nn.Conv1d(dim, dim, k, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.step(x.transpose(1, 2)).transpose(1, 2)
+
+
+class SelfAttentionLayer(nn.Module):
+    """Multi-head self-attention (``lecturelib.layers.Attention``), no mask: every position sees every position.
+
+    x (N, L, dim) -> (N, L, dim); ``step`` is the attention module (one call for all positions).
+    """
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+        self.step = Attention(dim, heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.step(x)[0]
+
+
+SEQUENCE_LAYERS = {"RNN": RecurrentLayer, "convolution": ConvolutionLayer, "self-attention": SelfAttentionLayer}
+
+
+def sequence_layer(kind: str, dim: int = 64, seed: int = 0) -> nn.Module:
+    """A freshly initialised layer of one of the three kinds: "RNN", "convolution" (k = 3), "self-attention"."""
+    if kind not in SEQUENCE_LAYERS:
+        raise ValueError(f"kind must be one of {list(SEQUENCE_LAYERS)}, got {kind!r}")
+    with torch.random.fork_rng():
+        torch.manual_seed(require_int("seed", seed, minimum=0))
+        return SEQUENCE_LAYERS[kind](require_int("dim", dim, minimum=4))
+
+
+def _saved_activation_bytes(layer: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass (each storage once, parameters left out)."""
+    params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        layer(x.detach().requires_grad_())
+    return int(sum(storages.values()))
+
+
+def _one_layer_reach(layer: nn.Module, x: torch.Tensor) -> int:
+    """How many input positions the LAST output position depends on after one layer (nonzero gradient)."""
+    x = x.detach().requires_grad_()
+    layer(x)[:, -1].sum().backward()
+    return int((x.grad.abs().sum(dim=(0, 2)) > 0).sum())
+
+
+def measure_sequence_layer(kind: str, length: int, dim: int = 64, batch: int = 1, repeats: int = 3,
+                           seed: int = 0) -> dict:
+    """Measure one layer of ``kind`` on a random (batch, length, dim) sequence.
+
+    Returns a dict with "kind", "length", "flops" (counted by ``torch.utils.flop_counter.FlopCounterMode``,
+    multiply and add counted apart), "activation_bytes" (kept for the backward pass), "sequential_steps" (calls of
+    the layer's ``step`` module in one forward pass: each recurrent call waits for the previous one), "reach"
+    (input positions the last output depends on after one layer), "path_length" (layers or steps from the first
+    input to the last output) with "path_unit", and "seconds" (the fastest of ``repeats`` forward passes).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    length = require_int("length", length, minimum=2)
+    layer = sequence_layer(kind, dim, seed)
+    x = torch.randn(require_int("batch", batch, minimum=1), length, dim,
+                    generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        layer(x)
+    calls = []
+    handle = layer.step.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with torch.no_grad():
+            layer(x)
+    finally:
+        handle.remove()
+    seconds = []
+    with torch.no_grad():
+        for _ in range(require_int("repeats", repeats, minimum=1)):
+            start = time.perf_counter()
+            layer(x)
+            seconds.append(time.perf_counter() - start)
+    reach = _one_layer_reach(layer, x)
+    if kind == "RNN":         # one layer reaches every earlier input, through one recurrent step per position
+        path, unit = length - 1, "recurrent steps"
+    else:                     # stacked layers: the last output sees reach - 1 more earlier positions per layer
+        path, unit = (1 if reach >= length else math.ceil((length - 1) / max(reach - 1, 1))), "layers"
+    return {"kind": kind, "length": length, "flops": int(counter.get_total_flops()),
+            "activation_bytes": _saved_activation_bytes(layer, x), "sequential_steps": len(calls), "reach": reach,
+            "path_length": path, "path_unit": unit, "seconds": min(seconds)}
+
+
+def sequence_costs(lengths=(64, 256, 1024), dim: int = 64, repeats: int = 3) -> list[dict]:
+    """:func:`measure_sequence_layer` for each kind and length (a list of rows), on one CPU thread: the times
+    compare the layers, not how a busy machine's thread pool copes with small operations."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [measure_sequence_layer(kind, length, dim, repeats=repeats)
+                for length in lengths for kind in SEQUENCE_LAYERS]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f} {unit}"
+    return f"{value:.0f} "
+
+
+def _path(row: dict) -> str:
+    unit = row["path_unit"] if row["path_length"] != 1 else row["path_unit"].removesuffix("s")
+    return f"{row['path_length']} {unit}"
+
+
+def sequence_cost_table(rows: list[dict]) -> str:
+    """The measurements of :func:`sequence_costs` as a text table."""
+    lines = [f"{'layer':>14} {'L':>5} {'FLOPs':>9} {'activations':>12} {'sequential':>10} {'path x_0 -> y_L-1':>24}"
+             f" {'time':>9}"]
+    for r in rows:
+        lines.append(f"{r['kind']:>14} {r['length']:>5} {_si(r['flops']):>9} {_si(r['activation_bytes']) + 'B':>12}"
+                     f" {r['sequential_steps']:>10} {_path(r):>24}"
+                     f" {r['seconds'] * 1000:>6.1f} ms")
+    return "\n".join(lines)
+
+
+def plot_sequence_layers(length: int = 8, kernel_size: int = 3, fig=None):
+    """Which inputs each output sees, for an RNN, a 1-D convolution and self-attention (one layer each).
+
+    The highlighted paths lead from the first input x_0 to the last output: through L - 1 recurrent steps,
+    through ceil((L - 1) / (k // 2)) stacked convolutions (only one layer is drawn), or in one attention step.
+    """
+    import matplotlib.pyplot as plt
+
+    n = require_int("length", length, minimum=2)
+    r = require_int("kernel_size", kernel_size, minimum=1) // 2
+    if fig is None:
+        fig = plt.figure(figsize=(13, 3.2))
+    fig.clear()
+    axes = fig.subplots(1, 3)
+    grey, hot = "0.75", "crimson"
+    for ax, kind in zip(axes, SEQUENCE_LAYERS):
+        ax.scatter(range(n), [0] * n, s=140, color="tab:blue", zorder=3)
+        ax.scatter(range(n), [1] * n, s=140, color="tab:orange", zorder=3)
+        for i in range(n):
+            ax.text(i, -0.32, f"x{i}", ha="center", fontsize=8)
+            ax.text(i, 1.22, f"y{i}", ha="center", fontsize=8)
+        if kind == "RNN":
+            for i in range(n):
+                ax.plot([i, i], [0, 1], color=hot if i == 0 else grey, zorder=1)
+            for i in range(n - 1):
+                ax.annotate("", (i + 1, 1), (i, 1), arrowprops=dict(arrowstyle="->", color=hot, lw=1.5))
+            title = f"RNN: {n - 1} sequential steps from x0 to y{n - 1}"
+        elif kind == "convolution":
+            for i in range(n):
+                for j in range(max(0, i - r), min(n, i + r + 1)):
+                    ax.plot([j, i], [0, 1], color=grey, zorder=1)
+            layers = math.ceil((n - 1) / max(r, 1))
+            title = (f"1-D convolution, k = {kernel_size}: all outputs at once;\n"
+                     f"y{n - 1} needs {layers} layers to see x0")
+        else:
+            for i in range(n):
+                for j in range(n):
+                    ax.plot([j, i], [0, 1], color=hot if (j, i) == (0, n - 1) else grey, lw=1.5 if j == 0 and
+                            i == n - 1 else 0.6, zorder=2 if (j, i) == (0, n - 1) else 1)
+            title = "self-attention: all outputs at once;\nevery pair one step apart"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_ylim(-0.5, 1.45)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def plot_sequence_costs(rows: list[dict], fig=None):
+    """FLOPs, activation memory and time against the sequence length L (log-log), one line per layer kind."""
+    import matplotlib.pyplot as plt
+
+    if fig is None:
+        fig = plt.figure(figsize=(13, 3.4))
+    fig.clear()
+    axes = fig.subplots(1, 3)
+    panels = (("flops", "FLOPs of one layer"), ("activation_bytes", "bytes kept for the backward pass"),
+              ("seconds", "forward time (s), one thread of this machine"))
+    for ax, (key, title) in zip(axes, panels):
+        for kind in SEQUENCE_LAYERS:
+            mine = [r for r in rows if r["kind"] == kind]
+            ax.plot([r["length"] for r in mine], [r[key] for r in mine], marker="o", label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# ViT: positions, pooling, no mask
+# ------------------------------------------------------------------------------------------------
+def causal_mask(length: int) -> torch.Tensor:
+    """(L, L) boolean, True on and below the diagonal: token i may attend to tokens 0..i (a causal decoder)."""
+    n = require_int("length", length, minimum=1)
+    return torch.ones(n, n, dtype=torch.bool).tril()
+
+
+def shuffle_patches(images: torch.Tensor, patch: int, order: torch.Tensor) -> torch.Tensor:
+    """The images with their ``patch x patch`` patches rearranged: patch ``order[t]`` goes to place t
+    (row-major). For display: what a token-shuffled ViT input corresponds to in pixels."""
+    images = require_tensor("images", images, ndim=4)
+    n, c, h, w = images.shape
+    p = require_int("patch", patch, minimum=1)
+    rows, cols = h // p, w // p
+    blocks = images[:, :, :rows * p, :cols * p].reshape(n, c, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5)
+    blocks = blocks.reshape(n, rows * cols, c, p, p)[:, order]
+    return blocks.reshape(n, rows, cols, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, rows * p, cols * p)
+
+
+@torch.no_grad()
+def vit_tokens(model: nn.Module, images: torch.Tensor, *, order: torch.Tensor | None = None,
+               positions: bool = True, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run a ``visualization_models.TinyViT`` step by step, with what the lecture takes away or adds.
+
+    ``order``: a permutation of the P patch tokens, applied after the patch embedding and before the position
+    embedding (token t becomes the embedding of patch order[t]: the patches are shuffled, their positions not);
+    ``positions=False``: no position embedding at all; ``mask``: a boolean (1 + P, 1 + P) attention mask for every
+    block (token 0 is the class token). Returns the final, normalised tokens (N, 1 + P, dim); the model's head reads
+    token 0: ``model.head(tokens[:, 0])``.
+    """
+    require_module("model", model)
+    tokens = model.embed(images).flatten(2).transpose(1, 2)                # (N, P, dim)
+    if order is not None:
+        order = torch.as_tensor(order, dtype=torch.long)
+        if sorted(order.tolist()) != list(range(tokens.shape[1])):
+            raise ValueError(f"order must be a permutation of the {tokens.shape[1]} patch tokens")
+        tokens = tokens[:, order]
+    x = torch.cat([model.cls_token.expand(len(images), -1, -1), tokens], dim=1)
+    if positions:
+        x = x + model.pos
+    for block in model.blocks:
+        out, _ = block.attn(block.norm1(x), mask=mask)
+        x = x + out
+        x = x + block.mlp(block.norm2(x))
+    return model.norm(x)
+
+
+def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                          test_labels: torch.Tensor, ridge: float = 1e-2) -> float:
+    """Accuracy of a linear classifier fitted in closed form (ridge regression on one-hot labels) on features
+    (N, D): how much of the class a pooled representation carries, without training the network."""
+    def design(f):
+        f = require_tensor("features", f, ndim=2, floating=True).double()
+        return torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], dim=1)
+
+    a, b = design(train_features), design(test_features)
+    targets = F.one_hot(train_labels.long(), int(max(train_labels.max(), test_labels.max())) + 1).double()
+    weights = torch.linalg.solve(a.T @ a + ridge * torch.eye(a.shape[1], dtype=a.dtype), a.T @ targets)
+    return float(((b @ weights).argmax(1) == test_labels).double().mean())
+
+
+def position_similarity(model: nn.Module) -> dict:
+    """Cosine similarity between the learned position embeddings of a TinyViT's patch positions.
+
+    Returns "similarity" (P, P) and "by_distance" {d: mean similarity of the pairs d grid steps apart (Manhattan
+    distance)}, for d = 1 .. 2 * (grid - 1).
+    """
+    pos = F.normalize(model.pos[0, 1:].detach(), dim=1)
+    similarity = (pos @ pos.T).numpy()
+    grid = model.grid
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    distance = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])
+    return {"similarity": similarity, "grid": grid,
+            "by_distance": {int(d): float(similarity[distance == d].mean()) for d in range(1, 2 * grid - 1)}}
+
+
+def plot_position_similarity(model: nn.Module, fig=None):
+    """For every patch position, the cosine similarity of its position embedding with all the others, drawn at
+    the patches' places (as in the ViT paper's figure 7), and the mean similarity against the grid distance."""
+    import matplotlib.pyplot as plt
+
+    sim = position_similarity(model)
+    g = sim["grid"]
+    if fig is None:
+        fig = plt.figure(figsize=(11, 4.6))
+    fig.clear()
+    ax_maps, ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.3, 1]})
+    tiles = np.full((g * (g + 1) - 1, g * (g + 1) - 1), np.nan)     # one small map per position, a gap between
+    for t in range(g * g):
+        r, c = divmod(t, g)
+        tiles[r * (g + 1): r * (g + 1) + g, c * (g + 1): c * (g + 1) + g] = sim["similarity"][t].reshape(g, g)
+    image = ax_maps.imshow(tiles, cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax_maps, fraction=0.04)
+    ax_maps.set_axis_off()
+    ax_maps.set_title("each small map: one position's similarity with every other position", fontsize=9)
+    distances = sorted(sim["by_distance"])
+    ax.plot(distances, [sim["by_distance"][d] for d in distances], marker="o")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("distance between the two patches (grid steps, |dr| + |dc|)")
+    ax.set_ylabel("mean cosine similarity")
+    ax.set_title("nearby positions learned similar embeddings", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention_masks(attention: torch.Tensor, length: int = 12, fig=None):
+    """A ViT's attention weights over its first ``length`` tokens (no mask: every entry may be nonzero) beside
+    the pattern a causal decoder allows (nothing above the diagonal). attention: (T, T) one head's weights."""
+    import matplotlib.pyplot as plt
+
+    attention = require_tensor("attention", attention, ndim=2)
+    n = min(require_int("length", length, minimum=1), attention.shape[0])
+    if fig is None:
+        fig = plt.figure(figsize=(9, 4))
+    fig.clear()
+    axes = fig.subplots(1, 2)
+    shown = attention[:n, :n].detach().numpy()
+    axes[0].imshow(shown, cmap="magma")
+    axes[0].set_title(f"ViT encoder: no mask\n({int((shown[np.triu_indices(n, 1)] > 0).sum())} of "
+                      f"{n * (n - 1) // 2} entries above the diagonal are nonzero)", fontsize=9)
+    axes[1].imshow(causal_mask(n).numpy(), cmap="Greys", vmin=0, vmax=1.5)
+    axes[1].set_title("causal decoder (GPT): token i sees 0..i only\n(grey: allowed, white: masked)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("attends to token j (0 = class token)")
+        ax.set_ylabel("token i")
+    fig.tight_layout()
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Visualization and understanding: filters, saliency, CAM, Grad-CAM, guided backprop, occlusion,
-how good the maps are (pointing game, randomisation sanity check), ViT attention maps, and widgets.
+"""Visualization and understanding: linear-classifier templates, first-layer filters and their measured
+structure, saliency, CAM, Grad-CAM, guided backprop, occlusion, how good the maps are (pointing game,
+randomisation sanity check), ViT attention maps, and widgets.
 
 Demos of the visualization notebook. The graded operations (``saliency_map``,
 ``class_activation_map``, ``grad_cam``, ``occlusion_map``) are NOT implemented here: every function
@@ -24,16 +25,87 @@ from ._validate import describe, require_callable, require_float, require_int, r
 from .data import Shapes
 from .plot import explorer
 from .train import eval_mode
-from .visualization_models import (CLASS_NAMES, PRETRAINED, ShapesClassifier, TinyViT, accuracy,  # noqa: F401
-                                   classification_data, load_pretrained, predict, train_classifier)
+from .visualization_models import (CLASS_NAMES, PRETRAINED, LinearClassifier, ShapesClassifier,  # noqa: F401
+                                   TinyViT, accuracy, classification_data, fit_linear_classifier,
+                                   load_pretrained, predict, train_classifier)
 
 __all__ = [
     "CLASS_NAMES", "PRETRAINED", "ShapesClassifier", "TinyViT", "classification_data", "train_classifier",
-    "predict", "accuracy", "load_pretrained", "first_layer_filters", "upsample_maps",
+    "predict", "accuracy", "load_pretrained", "LinearClassifier", "fit_linear_classifier", "object_crops",
+    "show_templates", "first_layer_filters", "filter_smoothness", "filter_orientation", "shuffled_filters",
+    "smooth_random_filters", "filter_structure", "upsample_maps",
     "pointing_game", "centre_in_box", "evaluate_pointing_game", "guided_relus", "guided_backprop", "guided_grad_cam",
     "randomized_copy", "rank_correlation", "randomization_check", "attention_maps", "attention_rollout",
     "explain", "plot_explanations", "explanation_widget", "occlusion_patch_widget", "gradcam_cam_identity",
 ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Interpreting a linear classifier: one template per class
+# ------------------------------------------------------------------------------------------------
+def object_crops(shapes: Shapes, size: int = 32, *, contrast: bool = False, margin: float = 1.15) -> torch.Tensor:
+    """Each image cut to a square around its object's box and resized to ``size`` x ``size`` (bilinear).
+
+    The square is centred on the box (``shapes.boxes``, the first box of each image) and ``margin`` times
+    the box's longer side, so every object is centred and equally large: the alignment a single template
+    needs. Returns (N, 3, size, size) in [0, 1]; with ``contrast=True``, (N, 1, size, size): each pixel's
+    RGB distance from the background colour (the median of the crop's border pixels), which no longer
+    depends on the object's or the background's colour.
+    """
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes (from make_classification), got {describe(shapes)}")
+    size = require_int("size", size, minimum=2)
+    margin = require_float("margin", margin, minimum=1.0)
+    images = shapes.image_tensor()
+    n, _, h, w = images.shape
+    boxes = torch.tensor(np.stack([np.asarray(b, np.float32).reshape(-1, 4)[0] for b in shapes.boxes]))
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * margin
+    theta = torch.zeros(n, 2, 3)                   # maps the output grid [-1, 1]^2 to the square in the image
+    theta[:, 0, 0], theta[:, 1, 1] = side / w, side / h
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * cx / w - 1, 2 * cy / h - 1
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if not contrast:
+        return crops
+    border = torch.cat([crops[:, :, 0], crops[:, :, -1], crops[:, :, :, 0], crops[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values       # (N, 3)
+    return (crops - background[:, :, None, None]).norm(dim=1, keepdim=True)
+
+
+def show_templates(model: LinearClassifier, titles=CLASS_NAMES, *, axes=None, row_label: str | None = None):
+    """Draw a linear classifier's templates, one per class, on ``axes`` (a row of axes) or a new figure.
+
+    RGB templates are scaled to [0, 1] each (as in the lecture); one-channel templates are drawn with a
+    diverging colour map: red positive (evidence for the class), blue negative, white 0. ``row_label`` is
+    written to the left of the row. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(model, LinearClassifier):
+        raise TypeError(f"model must be a LinearClassifier, got {describe(model)}")
+    templates = model.templates()
+    if templates.ndim != 4 or templates.shape[1] not in (1, 3):
+        raise ValueError(f"the templates must be images (C, 1 or 3, H, W), got {tuple(templates.shape)}")
+    if axes is None:
+        _, axes = plt.subplots(1, len(templates), figsize=(2 * len(templates), 2.2), squeeze=False)
+        axes = axes[0]
+    axes = list(axes)
+    if len(axes) < len(templates):
+        raise ValueError(f"axes must hold one axes per class ({len(templates)}), got {len(axes)}")
+    for ax, template, title in zip(axes, templates, titles):
+        if template.shape[0] == 3:
+            low, high = template.min(), template.max()
+            ax.imshow(((template - low) / (high - low).clamp_min(1e-12)).permute(1, 2, 0).numpy())
+        else:
+            bound = float(template.abs().max()) or 1.0
+            ax.imshow(template[0].numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    if row_label:
+        axes[0].text(-0.08, 0.5, row_label, rotation=90, ha="right", va="center", fontsize=9,
+                     transform=axes[0].transAxes)
+    return axes[0].figure
 
 
 # ------------------------------------------------------------------------------------------------
@@ -45,6 +117,105 @@ def first_layer_filters(model: nn.Module) -> torch.Tensor:
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu()
     raise ValueError("the model has no nn.Conv2d layer")
+
+
+def _filters(weight) -> torch.Tensor:
+    if isinstance(weight, nn.Conv2d):
+        weight = weight.weight
+    weight = require_tensor("weight", torch.as_tensor(weight), ndim=4, floating=True).detach().cpu().double()
+    if weight.shape[-1] < 2 or weight.shape[-2] < 2:
+        raise ValueError(f"filters must be at least 2 x 2, got shape {tuple(weight.shape)}")
+    return weight
+
+
+def filter_smoothness(weight) -> torch.Tensor:
+    """(out,) how smooth each filter is: the correlation between horizontally and vertically neighbouring taps
+    (all channels pooled). Near 1 for smooth patterns (blobs, edges, ramps); near 0 for noise.
+
+    weight: (out, in, k, k), e.g. ``first_layer_filters(model)``.
+    """
+    w = _filters(weight)
+    a = torch.cat([w[..., :, :-1].flatten(1), w[..., :-1, :].flatten(1)], dim=1)
+    b = torch.cat([w[..., :, 1:].flatten(1), w[..., 1:, :].flatten(1)], dim=1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
+
+
+def filter_orientation(weight) -> torch.Tensor:
+    """(out,) how strongly each filter has one orientation: the coherence (l1 - l2) / (l1 + l2) of its structure
+    tensor, the 2 x 2 matrix of summed products of its horizontal and vertical differences (all channels).
+    1 for a straight edge, bar or ramp (every difference points the same way), 0 when no direction dominates
+    (a round blob)."""
+    w = _filters(weight)
+    gx = (w[..., :, 1:] - w[..., :, :-1])[..., :-1, :]
+    gy = (w[..., 1:, :] - w[..., :-1, :])[..., :, :-1]
+    jxx, jyy, jxy = (gx * gx).sum((1, 2, 3)), (gy * gy).sum((1, 2, 3)), (gx * gy).sum((1, 2, 3))
+    return ((jxx - jyy) ** 2 + 4 * jxy ** 2).sqrt() / (jxx + jyy).clamp_min(1e-30)
+
+
+def shuffled_filters(weight, copies: int = 20, seed: int = 0) -> torch.Tensor:
+    """(copies * out, in, k, k): the same taps at random positions (one permutation per filter and copy, shared
+    by its channels): the values of the filters without their spatial arrangement."""
+    w = _filters(weight)
+    copies = require_int("copies", copies, minimum=1)
+    generator = torch.Generator().manual_seed(require_int("seed", seed, minimum=0))
+    out, channels, kh, kw = w.shape
+    flat = w.flatten(2).repeat(copies, 1, 1)
+    order = torch.rand(copies * out, kh * kw, generator=generator).argsort(dim=1)
+    return flat.gather(2, order[:, None, :].expand(-1, channels, -1)).reshape(copies * out, channels, kh, kw)
+
+
+def _blurred_noise(n, channels, size, sigma, generator) -> torch.Tensor:
+    radius = int(np.ceil(3 * sigma))
+    noise = torch.randn(n * channels, 1, size + 2 * radius, size + 2 * radius, generator=generator,
+                        dtype=torch.float64)
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    blurred = F.conv2d(F.conv2d(noise, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+    return blurred.reshape(n, channels, size, size)
+
+
+def smooth_random_filters(weight, n: int = 1000, seed: int = 0) -> torch.Tensor:
+    """(n, in, k, k) random filters as smooth as ``weight``: Gaussian noise blurred by a Gaussian whose width is
+    chosen (by bisection) so that their median :func:`filter_smoothness` equals that of ``weight``. Random
+    patterns with the same smoothness: the baseline for :func:`filter_orientation`."""
+    w = _filters(weight)
+    n = require_int("n", n, minimum=1)
+    _, channels, kh, kw = w.shape
+    if kh != kw:
+        raise ValueError(f"filters must be square, got {kh} x {kw}")
+    target = float(filter_smoothness(w).median())
+    low, high = 0.05, 6.0
+
+    seed = require_int("seed", seed, minimum=0)
+
+    def draw(count, sigma):
+        return _blurred_noise(count, channels, kh, sigma, torch.Generator().manual_seed(seed))
+
+    for _ in range(16):                          # the width to 1e-4; smoothness grows with the width
+        mid = (low + high) / 2
+        if float(filter_smoothness(draw(200, mid)).median()) < target:
+            low = mid
+        else:
+            high = mid
+    return draw(n, (low + high) / 2)
+
+
+def filter_structure(weight, seed: int = 0) -> dict:
+    """Measured structure of a layer's filters against two random baselines.
+
+    Returns {"smoothness": (out,), "orientation": (out,), "shuffled_smoothness": median smoothness of the same taps
+    at random positions, "random_orientation_95": the 95th percentile of the orientation of random filters as
+    smooth as these (:func:`smooth_random_filters`), "oriented_share": the share of the filters more oriented than
+    that (0.05 expected for random filters)}.
+    """
+    w = _filters(weight)
+    smoothness, orientation = filter_smoothness(w), filter_orientation(w)
+    random_orientation = filter_orientation(smooth_random_filters(w, seed=seed))
+    threshold = float(random_orientation.quantile(0.95))
+    return {"smoothness": smoothness, "orientation": orientation,
+            "shuffled_smoothness": float(filter_smoothness(shuffled_filters(w, seed=seed)).median()),
+            "random_orientation_95": threshold, "oriented_share": float((orientation > threshold).float().mean())}
 
 
 # ------------------------------------------------------------------------------------------------

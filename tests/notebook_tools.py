@@ -58,7 +58,21 @@ def text(cell) -> str:
 
 
 def graded_cells(nb):
-    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    """The autograded test cells: code cells with points that are not answers (``grade_id`` "test_<exercise>")."""
+    return [c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata["nbgrader"].get("solution")]
+
+
+def written_cells(nb):
+    """The written questions' answer cells: Markdown cells graded by hand (``grade_id`` "q_<name>"), see
+    tests/test_written_questions.py for the convention."""
+    return [c for c in nb.cells if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")
+            and c.metadata["nbgrader"].get("solution")]
+
+
+def written_points(nb) -> dict[str, float]:
+    """{grade_id: points} of the written questions."""
+    return {c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"]["points"]) for c in written_cells(nb)}
 
 
 # Building submissions from the source and release notebooks
@@ -71,6 +85,7 @@ def replace_solution(nb, grade_id: str, source: str):
 
 
 def answers(nb) -> dict[str, str]:
+    """{grade_id: source} of every answer cell: the code solutions and the written answers (Markdown)."""
     return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
             if c.metadata.get("nbgrader", {}).get("solution")}
 
@@ -126,7 +141,8 @@ def run_blank_release(released: Path, course: Path, extra_cells: list[str] = ())
                  env={"PYTHONPATH": str(package), "NBGRADER_EXECUTION": "autograde"})
     ran_on = text(nb.cells[len(nb.cells) - len(extra_cells) - 1])
     assert f"PACKAGE {package / 'lecturelib' / '__init__.py'} False" in ran_on, ran_on
-    graded = {i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade")}
+    graded = {i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+              and not c.metadata["nbgrader"].get("solution")}
     failures = errors(nb)
     assert {i for i, _, _ in failures} == graded, failures
     for _, ename, evalue in failures:

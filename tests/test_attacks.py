@@ -28,6 +28,9 @@ SOURCE = REPO / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
 POINTS = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
           for c in nbformat.read(SOURCE, as_version=4).cells
           if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")}
+# The written questions' points (graded by hand) are in max_score but never in an autograded score.
+WRITTEN = sum(c.metadata["nbgrader"]["points"] for c in nbformat.read(SOURCE, as_version=4).cells
+              if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade"))
 FULL = dict(POINTS)
 NO_CT = {**POINTS, "test_conv_transpose2d": 0}
 ZERO = {k: 0 for k in POINTS}
@@ -489,7 +492,7 @@ def test_attack_gets_its_honest_score_and_status(attacked, course, entry):
     row = next(r for r in csv.DictReader(csv_path.open()) if r["student"].lstrip("'") == entry.student)
     assert set(row["status"].split(";")) == entry.status, (row["status"], row["notes"])
     assert float(row["score"]) == sum(entry.scores.values()), row
-    assert float(row["max_score"]) == sum(POINTS.values())
+    assert float(row["max_score"]) == sum(POINTS.values()) + WRITTEN
     if _grades(course, entry.student):
         assert _scores(course, entry.student) == {k: float(v) for k, v in entry.scores.items()}
 
@@ -499,7 +502,8 @@ def test_flagged_submissions_need_manual_grading(attacked, course):
     grades = _grades(course, "attack_rebind_check")
     assert grades["test_conv_transpose2d"] == (0.0, True) and grades["test_mean_iou"] == (2.0, False)
     assert all(flag for _, flag in _grades(course, "attack_disable_dispatch").values())
-    assert not any(flag for _, flag in _grades(course, "attack_copied_solution_cell").values())
+    assert not any(flag for name, (_, flag) in _grades(course, "attack_copied_solution_cell").items()
+                   if name in POINTS)       # the written answers wait for a TA in every honest submission
 
 
 def test_reports_say_what_was_repaired_refused_or_flagged(attacked, course):

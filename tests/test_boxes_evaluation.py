@@ -5,7 +5,8 @@ import torch
 
 from lecturelib.boxes import (box_area, box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, denormalize_boxes,
                               normalize_boxes)
-from lecturelib.evaluation import average_precision, evaluate_detections, match_detections, mean_average_precision
+from lecturelib.evaluation import (COCO_IOU_THRESHOLDS, average_precision, evaluate_coco, evaluate_detections,
+                                  match_detections, mean_average_precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,6 +63,71 @@ def test_average_precision_all_point_interpolation():
     assert average_precision([], []) == 0.0
     with pytest.raises(ValueError, match="non-decreasing"):
         average_precision([0.5, 0.2], [1.0, 1.0])
+
+
+def test_average_precision_coco_101_points_by_hand():
+    # TP, FP, TP with 2 objects: recall (0.5, 0.5, 1), envelope (1, 2/3, 2/3). COCO samples the envelope at
+    # r = 0, 0.01, ..., 1 at the first detection with recall >= r: the 51 levels 0..0.50 read 1, the 50 levels
+    # 0.51..1 read 2/3 -> (51 + 50 * 2/3) / 101 = 0.83498..., a little below the all-point 0.8333... + ...
+    assert average_precision([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3], "101-point") == pytest.approx((51 + 100 / 3) / 101)
+    assert average_precision([0.5, 1.0], [1.0, 1.0], "101-point") == 1.0
+    # recall never beyond 0.5: the 50 levels above read 0 -> 51 / 101 (all-point: 0.5)
+    assert average_precision([0.5], [1.0], "101-point") == pytest.approx(51 / 101)
+    assert average_precision([0.5], [1.0]) == 0.5
+    with pytest.raises(ValueError, match="interpolation"):
+        average_precision([0.5], [1.0], "11-point")
+
+
+def test_coco_ap_over_iou_thresholds_by_hand():
+    assert COCO_IOU_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    # one object, one detection of IoU 80 / 100 = 0.8: a hit at the 7 thresholds 0.5..0.8 (inclusive), a miss
+    # (recall 0) at 0.85, 0.9, 0.95 -> AP@[.5:.95] = 7 / 10
+    result = evaluate_coco([_det([[0, 0, 10, 8]], [0.9], [1])], [_gt([[0, 0, 10, 10]], [1])])
+    assert result["map"] == pytest.approx(0.7)
+    assert [result["map_per_threshold"][t] for t in COCO_IOU_THRESHOLDS] == [1.0] * 7 + [0.0] * 3
+    assert result["ap"] == {1: pytest.approx(0.7)}
+    # two classes: class 1 as above, class 2 the TP-FP-TP case at IoU 1 -> (0.7 + 0.83498) / 2
+    targets = [_gt([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [1, 2, 2])]
+    detections = [_det([[0, 0, 10, 8], [20, 20, 30, 30], [0, 40, 10, 50], [40, 40, 50, 50]], [0.9, 0.8, 0.7, 0.6],
+                       [1, 2, 2, 2])]
+    result = evaluate_coco(detections, targets)
+    assert result["ap"][2] == pytest.approx((51 + 100 / 3) / 101)
+    assert result["map"] == pytest.approx((0.7 + (51 + 100 / 3) / 101) / 2)
+    # all-point at 0.5 for comparison: class 2 is 0.5 + 0.5 * 2/3
+    assert evaluate_detections(detections, targets)["ap"][2] == pytest.approx(0.5 + 1 / 3)
+    assert evaluate_detections(detections, targets, interpolation="101-point")["ap"][2] == result["ap"][2]
+
+
+def test_ignored_objects_are_neither_missed_nor_false_positives():
+    gt = {"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32), "labels": np.array([1, 1]),
+          "ignore": np.array([False, True])}
+    # only the regular object found: recall 1 (the ignored one does not count), AP 1
+    assert evaluate_detections([_det([[0, 0, 10, 10]], [0.9], [1])], [gt])["ap"] == {1: 1.0}
+    # a detection on the ignored object (even ranked first, even twice) is dropped, not a false positive
+    both = _det([[20, 20, 30, 30], [0, 0, 10, 10], [21, 20, 30, 30]], [0.95, 0.9, 0.85], [1, 1, 1])
+    result = evaluate_detections([both], [gt])
+    assert result["ap"] == {1: 1.0} and result["num_gt"] == {1: 1} and len(result["precision"][1]) == 1
+    # had the object been dropped from the ground truth, its correct detection would be a false positive:
+    # FP, TP, FP -> recall 1 reached at precision 1/2
+    dropped = {"boxes": gt["boxes"][:1], "labels": gt["labels"][:1]}
+    assert evaluate_detections([both], [dropped])["ap"][1] == pytest.approx(0.5)
+    # and without the flag it is an ordinary object: TP, TP, FP (duplicate) -> AP 1 with 2 objects
+    plain = {key: gt[key] for key in ("boxes", "labels")}
+    assert evaluate_detections([both], [plain])["num_gt"] == {1: 2}
+    # a detection overlapping a regular and an ignored object takes the regular one (COCO's order)
+    hits, ignored = match_detections([[0, 0, 10, 10]], [0.9], [[0, 0, 10, 10], [0, 0, 10, 10]], 0.5,
+                                     gt_ignore=[True, False], return_ignored=True)
+    assert hits.tolist() == [True] and ignored.tolist() == [False]
+    # once the regular object is taken, a duplicate falls on the ignored one and is ignored, not a false positive
+    hits, ignored = match_detections([[0, 0, 10, 10], [0, 0, 10, 9]], [0.9, 0.8], [[0, 0, 10, 10], [0, 0, 10, 10]],
+                                     0.5, gt_ignore=[True, False], return_ignored=True)
+    assert hits.tolist() == [True, False] and ignored.tolist() == [False, True]
+    # an image whose only object is ignored: a miss costs nothing, a class with only ignored objects is left out
+    only = {"boxes": np.array([[0, 0, 10, 10]], np.float32), "labels": np.array([2]), "ignore": np.array([True])}
+    result = evaluate_detections([_det([[0, 0, 10, 10]], [0.9], [1]), _det([], [], [])], [gt, only])
+    assert result["ap"] == {1: 1.0} and result["num_gt"] == {1: 1, 2: 0}
+    with pytest.raises(ValueError, match="ignore"):
+        evaluate_detections([_det([], [], [])], [{**gt, "ignore": np.array([True])}])
 
 
 def _det(boxes, scores, labels):

@@ -1,5 +1,5 @@
-"""The checkers of the instance-segmentation exercises: references and alternative correct implementations
-pass, realistic bugs fail with their cause named."""
+"""The checkers of the instance-segmentation exercises: the oracles against the library operations, and what the
+mutant library (lecturelib/hidden/mutants/instance_segmentation.py, run by tests/test_audit.py) does not pin."""
 import numpy as np
 import pytest
 import torch
@@ -9,14 +9,15 @@ from check_tools import fails
 from lecturelib import reference as ref
 from lecturelib.checks import EXERCISES, run_suite
 from lecturelib.checks import instance_segmentation as checks
-from lecturelib.detection import roi_align, roi_pool
+from lecturelib.detection import roi_align
 from lecturelib.hidden import instance_segmentation as hidden
+from lecturelib.hidden.mutants import instance_segmentation as library
 
 TOPIC = [name for name, ex in EXERCISES.items() if ex.topic == "instance_segmentation"]
 
 
-def test_the_three_exercises_are_registered():
-    assert set(TOPIC) == {"mask_targets", "mask_loss", "paste_masks"}
+def test_the_five_exercises_are_registered():
+    assert set(TOPIC) == {"mask_targets", "mask_loss", "paste_masks", "keypoint_targets", "decode_keypoints"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,59 +48,21 @@ def test_paste_oracle_is_grid_sample_with_pixel_centres():
 # ---------------------------------------------------------------------------------------------
 # mask_targets
 # ---------------------------------------------------------------------------------------------
-def targets_with_library_roi_align(gt_masks, boxes, matched_idx, M):
-    """Alternative correct answer: lecturelib.detection.roi_align on a list of boxes, bool output."""
-    masks = gt_masks[matched_idx].float()[:, None]
-    if len(boxes) == 0:
-        return torch.zeros(0, M, M, dtype=torch.bool)
-    out = torch.stack([roi_align(masks[r:r + 1], [boxes[r:r + 1]], (M, M), 1.0, 2, True)[0, 0]
-                       for r in range(len(boxes))])
-    return out >= 0.5
+TARGET_BUGS = [library.targets_whole_mask, library.targets_rounded_box, library.targets_roi_pool,
+               library.targets_not_thresholded]
 
 
-def _targets(box_fn=lambda b, h, w: b, aligned=True, threshold=True, transpose=False, matched=None, pool=False):
-    def fn(gt_masks, boxes, matched_idx, M):
-        h, w = gt_masks.shape[1:]
-        idx = matched_idx if matched is None else torch.arange(len(boxes)) % len(gt_masks)
-        masks = gt_masks[idx].float()[:, None]
-        b = torch.stack([box_fn(x, h, w) for x in boxes]) if len(boxes) else boxes
-        rois = torch.cat([torch.arange(len(b), dtype=torch.float32)[:, None], b], 1)
-        if pool:
-            soft = roi_pool(masks, rois, (M, M), 1.0)[:, 0]
-        else:
-            soft = roi_align(masks, rois, (M, M), 1.0, 2, aligned)[:, 0]
-        out = (soft >= 0.5).float() if threshold else soft
-        return out.transpose(1, 2) if transpose else out
-    return fn
-
-
-TARGET_BUGS = [
-    (_targets(box_fn=lambda b, h, w: torch.tensor([0.0, 0.0, w, h])), "the whole mask was resized"),
-    (_targets(box_fn=lambda b, h, w: b.round()), "rounded to whole pixels"),
-    (_targets(pool=True), "this is RoIPool"),
-    (_targets(threshold=False), "values other than 0 and 1"),
-    (_targets(box_fn=lambda b, h, w: b[[1, 0, 3, 2]]), "x and y are swapped"),
-    (_targets(transpose=True), "transposed"),
-    (_targets(aligned=False), "aligned=True"),
-    (_targets(matched="arange"), "gt_masks[matched_idx[r]]"),
-]
-
-
-def test_targets_alternative_implementation_passes_both_suites():
-    for suite in ("visible", "hidden"):
-        assert run_suite("mask_targets", targets_with_library_roi_align, suite).passed
-
-
-@pytest.mark.parametrize("bug,cause", TARGET_BUGS, ids=[c for _, c in TARGET_BUGS])
-def test_targets_bugs_are_named(bug, cause):
-    message = fails("mask_targets", bug)
-    assert "likely cause" in message and cause in message, message
-
-
-@pytest.mark.parametrize("bug,cause", TARGET_BUGS[:4], ids=[c for _, c in TARGET_BUGS[:4]])
-def test_targets_bugs_fail_hidden_without_values(bug, cause):
+@pytest.mark.parametrize("bug", TARGET_BUGS, ids=[b.__name__ for b in TARGET_BUGS])
+def test_targets_bugs_fail_hidden_without_values(bug):
     message = fails("mask_targets", bug, "hidden")
     assert "hidden case" in message and "expected" not in message.split("likely cause")[0].split("\n", 2)[-1]
+
+
+def test_a_rounded_box_is_named_despite_values_at_exactly_one_half():
+    """A box rounded to whole pixels samples a binary mask at exactly 0.5 often, where float32 falls on either
+    side: the known mistake counts only the pixels where its own value is unambiguous."""
+    assert "likely cause: the box was rounded to whole pixels" in fails("mask_targets", library.targets_rounded_box,
+                                                                       "hidden")
 
 
 def test_the_checkers_oracles_are_not_in_the_student_package():
@@ -119,57 +82,14 @@ def test_the_checkers_oracles_are_not_in_the_student_package():
 # ---------------------------------------------------------------------------------------------
 # mask_loss
 # ---------------------------------------------------------------------------------------------
-def loss_with_softplus(mask_logits, labels, targets):
-    """Alternative correct answer: softplus(x) - x * t, gathered with index_select-style indexing."""
-    x = mask_logits.gather(1, labels[:, None, None, None].expand(-1, 1, *mask_logits.shape[2:]))[:, 0]
-    if len(x) == 0:
-        return mask_logits.sum() * 0
-    return (F.softplus(x) - x * targets).mean()
-
-
 def _pick(x, labels):
     return x[torch.arange(len(labels)), labels]
 
 
-def _bce_probs(p, t):
-    """Binary cross-entropy on probabilities, written out (F.binary_cross_entropy is refused by the check),
-    logs clamped at -100 as torch does."""
-    return (-(t * p.log().clamp(min=-100) + (1 - t) * (1 - p).log().clamp(min=-100))).mean()
-
-
-LOSS_BUGS = [
-    (lambda x, l, t: _bce_probs(_pick(x.softmax(1), l), t), "a softmax across the classes"),
-    (lambda x, l, t: F.cross_entropy(x, torch.where(t >= 0.5, l[:, None, None], 0).long()),
-     "per-pixel softmax cross-entropy"),
-    (lambda x, l, t: loss_with_softplus(x.flatten(0, 1)[:, None], torch.zeros(x.shape[0] * x.shape[1]).long(),
-                                        t.repeat_interleave(x.shape[1], 0)), "every class channel"),
-    (lambda x, l, t: loss_with_softplus(x, x.mean((2, 3)).argmax(1), t), "chosen from the predictions"),
-    (lambda x, l, t: (-(t * _pick(x, l).sigmoid().log() + (1 - t) * (1 - _pick(x, l).sigmoid()).log())).mean(),
-     "not finite"),
-    (lambda x, l, t: _bce_probs(_pick(x, l).sigmoid(), t), "sigmoid then log is unstable"),
-    (lambda x, l, t: loss_with_softplus(x, l, t) * t.numel(), "summed"),
-    (lambda x, l, t: loss_with_softplus(x, l - 1, t), "off by one"),
-]
-
-
-def test_loss_alternative_implementation_passes_both_suites():
-    for suite in ("visible", "hidden"):
-        assert run_suite("mask_loss", loss_with_softplus, suite).passed
-
-
-@pytest.mark.parametrize("bug,cause", LOSS_BUGS, ids=[c for _, c in LOSS_BUGS])
-def test_loss_bugs_are_named(bug, cause):
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        message = fails("mask_loss", bug)
-    assert cause in message, message
-
-
 def test_library_bce_is_refused():
-    def library(x, l, t):
+    def with_library(x, l, t):
         return F.binary_cross_entropy_with_logits(_pick(x, l), t)
-    assert "binary_cross_entropy_with_logits" in fails("mask_loss", library)
+    assert "binary_cross_entropy_with_logits" in fails("mask_loss", with_library)
     assert "nn.BCELoss" in fails("mask_loss", lambda x, l, t: torch.nn.BCELoss()(_pick(x, l).sigmoid(), t))
 
 
@@ -177,7 +97,7 @@ def test_sigmoid_then_log_is_finite_only_for_small_logits():
     """The lecture's point, computed: with logits of 150 the naive loss is inf, the stable one is not."""
     x = torch.tensor([[[[150.0]]], [[[-150.0]]]], dtype=torch.float64)
     t = torch.tensor([[[0.0]], [[1.0]]], dtype=torch.float64)
-    naive = LOSS_BUGS[4][0](x, torch.zeros(2, dtype=torch.long), t)
+    naive = library.loss_naive_log(x, torch.zeros(2, dtype=torch.long), t)
     assert not torch.isfinite(naive)
     assert float(ref.mask_loss(x, torch.zeros(2, dtype=torch.long), t)) == pytest.approx(150.0)
 
@@ -185,78 +105,11 @@ def test_sigmoid_then_log_is_finite_only_for_small_logits():
 # ---------------------------------------------------------------------------------------------
 # paste_masks
 # ---------------------------------------------------------------------------------------------
-def paste_loop(masks, boxes, image_size, threshold=0.5):
-    """Alternative correct answer: one grid_sample per mask over the pixels of the whole image."""
-    h, w = image_size
-    out = torch.zeros(len(masks), h, w, dtype=torch.bool)
-    for r, (m, (x1, y1, x2, y2)) in enumerate(zip(masks, boxes.tolist())):
-        xs = (torch.arange(w, dtype=m.dtype) + 0.5 - x1) / (x2 - x1) * 2 - 1
-        ys = (torch.arange(h, dtype=m.dtype) + 0.5 - y1) / (y2 - y1) * 2 - 1
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
-        out[r] = F.grid_sample(m[None, None], grid, align_corners=False)[0, 0] >= threshold
-    return out
+PASTE_BUGS = [library.paste_pixel_corners, library.paste_align_corners, library.paste_plus_one,
+              library.paste_not_resized]
 
 
-def _paste(centre=0.5, align_corners=False, plus=0.0, sigmoid=False, swap=False, pre_threshold=False,
-           mode="bilinear", as_float=False):
-    def fn(masks, boxes, image_size, threshold=0.5):
-        h, w = image_size
-        if sigmoid:
-            masks = masks.sigmoid()
-        if pre_threshold:
-            masks, thr = (masks >= threshold).to(masks.dtype), 0.5
-        else:
-            thr = threshold
-        out = torch.zeros(len(masks), h, w, dtype=torch.bool)
-        for r, (m, box) in enumerate(zip(masks, boxes.tolist())):
-            x1, y1, x2, y2 = [box[1], box[0], box[3], box[2]] if swap else box
-            xs = (torch.arange(w, dtype=m.dtype) + centre - x1) / (x2 - x1 + plus) * 2 - 1
-            ys = (torch.arange(h, dtype=m.dtype) + centre - y1) / (y2 - y1 + plus) * 2 - 1
-            if align_corners:
-                xs = (torch.arange(w, dtype=m.dtype) + 0.5 - x1) / (x2 - x1) * 2 - 1
-                ys = (torch.arange(h, dtype=m.dtype) + 0.5 - y1) / (y2 - y1) * 2 - 1
-            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
-            out[r] = F.grid_sample(m[None, None], grid, mode=mode, align_corners=align_corners)[0, 0] >= thr
-        return out.float() if as_float else out
-    return fn
-
-
-def paste_without_resizing(masks, boxes, image_size, threshold=0.5):
-    h, w = image_size
-    out = torch.zeros(len(masks), h, w, dtype=torch.bool)
-    for r, (m, box) in enumerate(zip(masks, boxes.tolist())):
-        x0, y0 = round(box[0]), round(box[1])
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                if 0 <= y0 + i < h and 0 <= x0 + j < w:
-                    out[r, y0 + i, x0 + j] = bool(m[i, j] >= threshold)
-    return out
-
-
-PASTE_BUGS = [
-    (_paste(centre=0.0), "half a pixel off"),
-    (_paste(align_corners=True), "corners are aligned"),
-    (_paste(plus=1.0), "x2 - x1 + 1"),
-    (paste_without_resizing, "without resizing"),
-    (_paste(sigmoid=True), "a sigmoid was applied"),
-    (_paste(swap=True), "x and y are swapped"),
-    (_paste(pre_threshold=True), "thresholded before resampling"),
-    (_paste(mode="nearest"), "nearest-neighbour"),
-]
-
-
-def test_paste_alternative_implementation_passes_both_suites():
-    for suite in ("visible", "hidden"):
-        assert run_suite("paste_masks", paste_loop, suite).passed
-
-
-@pytest.mark.parametrize("bug,cause", PASTE_BUGS, ids=[c for _, c in PASTE_BUGS])
-def test_paste_bugs_are_named(bug, cause):
-    message = fails("paste_masks", bug)
-    assert "likely cause" in message and cause in message, message
-
-
-@pytest.mark.parametrize("bug", [b for b, _ in PASTE_BUGS[:4]])
+@pytest.mark.parametrize("bug", PASTE_BUGS, ids=[b.__name__ for b in PASTE_BUGS])
 def test_paste_bugs_fail_hidden(bug):
     assert "hidden case" in fails("paste_masks", bug, "hidden")
 
@@ -269,12 +122,8 @@ def test_windowed_reference_equals_the_full_image_computation():
     boxes = torch.cat([corner, corner + torch.rand(30, 2, generator=gen, dtype=torch.float64) * 90 + 0.5], 1)
     for size in ((100, 130), (150, 170)):                   # whole-image and windowed paths
         for threshold in (0.2, 0.5, 0.8):
-            expected = paste_loop(masks, boxes, size, threshold)
+            expected = library.paste_loop(masks, boxes, size, threshold)
             assert torch.equal(ref.paste_masks(masks, boxes, size, threshold), expected)
-
-
-def test_paste_float_output_is_named():
-    assert "expected torch.bool" in fails("paste_masks", _paste(as_float=True))
 
 
 def test_full_mask_fills_exactly_the_pixels_whose_centres_lie_in_the_box():
@@ -295,3 +144,87 @@ def test_reference_rejects_bad_input_with_the_argument_named():
         ref.paste_masks(torch.ones(1, 4, 4), torch.tensor([[3.0, 1.0, 3.0, 5.0]]), (8, 8))
     with pytest.raises(TypeError, match="masks"):
         ref.paste_masks(np.ones((1, 4, 4)), torch.tensor([[0.0, 1.0, 3.0, 5.0]]), (8, 8))
+
+
+# ---------------------------------------------------------------------------------------------
+# keypoint_targets and decode_keypoints (issue 15)
+# ---------------------------------------------------------------------------------------------
+def test_keypoint_oracle_is_detectron2s_keypoints_to_heatmap():
+    """The numpy oracle against a transcription of detectron2's keypoints_to_heatmap (mutants' alternative), on
+    random points and on the exact edges of the edge cases."""
+    for spec in (hidden.SPECS["keypoint_targets"] + hidden.VISIBLE["keypoint_targets"]):
+        rng = np.random.default_rng(spec["seed"])
+        rois = hidden._kp_rois(rng, spec["rois"], spec.get("edges", False), spec["S"])
+        kp = hidden._kp_points(rng, rois, spec["points"], spec["S"], spec)
+        targets, valid = hidden._kp_targets()(kp, rois, spec["S"])
+        lib_t, lib_v = library.kp_targets_detectron2(torch.from_numpy(kp), torch.from_numpy(rois), spec["S"])
+        assert np.array_equal(lib_v.numpy(), valid) and np.array_equal(lib_t.numpy(), targets), spec
+
+
+def test_keypoint_edge_cases_hit_every_rule():
+    """The edge specs put keypoints exactly on x1, x2, y1, y2 and inner cell boundaries; the outside specs just
+    beyond each side: every boundary rule of the spec is decided by at least one keypoint."""
+    spec = next(s for s in hidden.SPECS["keypoint_targets"] if s.get("edges"))
+    rng = np.random.default_rng(spec["seed"])
+    rois = hidden._kp_rois(rng, spec["rois"], True, spec["S"])
+    kp = hidden._kp_points(rng, rois, spec["points"], spec["S"], spec)
+    assert (kp[..., 0] == rois[:, 2:3]).any() and (kp[..., 1] == rois[:, 3:4]).any()
+    assert (kp[..., 0] == rois[:, 0:1]).any() and (kp[..., 1] == rois[:, 1:2]).any()
+    assert set(np.unique(kp[..., 2])) == {0.0, 1.0, 2.0}
+
+
+def test_decode_keypoints_round_trip_of_one_hot_targets():
+    """A one-hot heatmap at a keypoint's target cell decodes to within half a cell diagonal of the keypoint."""
+    from lecturelib.data import make_shapes
+    shapes = make_shapes(40, seed=1)
+    kp = torch.from_numpy(np.concatenate(shapes.keypoints))
+    rois = torch.from_numpy(np.concatenate(shapes.boxes)) + torch.tensor([-2.0, -2.0, 2.0, 2.0])
+    for S in (7, 14):
+        targets, valid = ref.keypoint_targets(kp, rois, S)
+        onehot = torch.zeros(len(kp), kp.shape[1], S * S).scatter_(2, targets[..., None], 1.0)
+        decoded = ref.decode_keypoints(onehot.reshape(len(kp), -1, S, S), rois)
+        cell = ((rois[:, 2:] - rois[:, :2]) / S).norm(dim=1)[:, None].expand_as(valid)
+        error = (decoded[..., :2] - kp[..., :2]).norm(dim=-1)
+        assert (error[valid] <= 0.5 * cell[valid] + 1e-4).all()
+
+
+KP_BUGS = [library.kp_targets_round, library.kp_targets_no_edge_rule, library.kp_targets_visible_only]
+
+
+@pytest.mark.parametrize("bug", KP_BUGS, ids=[b.__name__ for b in KP_BUGS])
+def test_keypoint_bugs_fail_hidden_without_values(bug):
+    message = fails("keypoint_targets", bug, "hidden")
+    assert "hidden case" in message and "likely cause" in message and "expected (" not in message
+
+
+def test_decode_visible_failure_names_the_cause():
+    message = fails("decode_keypoints", library.decode_corner)
+    assert "likely cause: the point is the cell's top-left corner" in message
+
+
+def test_keypoint_targets_must_return_a_pair():
+    message = fails("keypoint_targets", lambda kp, rois, s: ref.keypoint_targets(kp, rois, s)[0])
+    assert "expected a tuple (targets, valid)" in message
+
+
+def test_keypoint_widget_uses_the_students_functions():
+    """The explorer's view calls the functions it is given: a decoder that returns the RoI's corner shows there."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from lecturelib import instance_segmentation as inst
+    box = inst.keypoint_explorer(ref.decode_keypoints, ref.keypoint_targets)
+    view = box.interactive.result
+    assert view["errors"] == [] and view["target"] is not None
+    (x1, y1, x2, y2), S = view["box"], view["S"]
+    assert abs(view["decoded"][0] - view["point"][0]) <= 0.5 * (x2 - x1) / S * 1.5 + 0.5
+
+    def corner(heatmaps, rois):
+        return torch.cat([rois[:, None, :2].expand(-1, heatmaps.shape[1], -1),
+                          torch.zeros(len(rois), heatmaps.shape[1], 1)], -1)
+    view = inst.keypoint_explorer(corner, ref.keypoint_targets).interactive.result
+    assert view["decoded"] == [view["box"][0], view["box"][1]]
+
+    def stub(*args):
+        raise NotImplementedError
+    view = inst.keypoint_explorer(stub, stub).interactive.result
+    assert view["errors"] == ["implement decode_keypoints above", "implement keypoint_targets above"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lecturelib import data
-from lecturelib.data import (CLASSES, MIN_VISIBLE_PIXELS, NUM_CLASSES, SAMPLE_IMAGES, Sample, Shapes,
+from lecturelib.data import (CLASSES, MIN_VISIBILITY, MIN_VISIBLE_PIXELS, NUM_CLASSES, SAMPLE_IMAGES, Sample, Shapes,
                              ShapesDataset, detection_collate, make_classification, make_shapes,
                              sample_image)
 
@@ -93,6 +93,41 @@ def test_occlusion_happens_by_default(shapes):
             later = masks[k + 1:].any(0)
             covered += later[y1:y2, x1:x2].any()
     assert covered > 10
+
+
+def test_visibility_and_ignore_flags(shapes, separated):
+    """Visibility = visible pixels / pixels of the whole shape; objects below MIN_VISIBILITY are flagged ignore."""
+    assert MIN_VISIBILITY == 0.25
+    for masks, visibility, ignore in zip(shapes.instance_masks, shapes.visibility, shapes.ignore):
+        assert visibility.dtype == np.float32 and visibility.shape == (len(masks),)
+        assert np.all(visibility > 0) and np.all(visibility <= 1)
+        assert visibility[-1] == 1.0                      # the topmost object is never covered
+        assert np.array_equal(ignore, visibility < MIN_VISIBILITY)
+        # the whole shape's area implied by the visible one lies in the size range of make_shapes
+        whole = masks.sum((1, 2)) / visibility
+        assert np.all(whole > 0.8 * np.pi * (0.09 * 64) ** 2) and np.all(whole < 1.2 * np.pi * (0.2 * 64) ** 2)
+    # an object covered by a later one shows less than all of itself; unoccluded data is fully visible
+    all_vis = np.concatenate(shapes.visibility)
+    assert 0.2 < np.mean(all_vis < 1) < 0.6 and 0 < np.mean(all_vis < MIN_VISIBILITY) < 0.1
+    assert all(np.all(v == 1.0) and not f.any() for v, f in zip(separated.visibility, separated.ignore))
+    # the flagged objects stay in the labels (painted, in the semantic mask); boxes stay the VISIBLE extent
+    i = next(i for i, f in enumerate(shapes.ignore) if f.any())
+    k = int(np.flatnonzero(shapes.ignore[i])[0])
+    assert np.all(shapes.semantic[i][shapes.instance_masks[i][k]] == shapes.labels[i][k])
+    target = shapes.targets(i)
+    assert set(target) == {"boxes", "labels", "masks", "ignore"}
+    assert np.array_equal(target["ignore"], shapes.ignore[i]) and np.array_equal(target["boxes"], shapes.boxes[i])
+    sample = shapes[i]
+    assert np.array_equal(sample.visibility, shapes.visibility[i]) and np.array_equal(sample.ignore, shapes.ignore[i])
+    sub = shapes.subset([i, 0])
+    assert np.array_equal(sub.visibility[0], shapes.visibility[i]) and np.array_equal(sub.ignore[0], shapes.ignore[i])
+
+
+def test_shapes_built_without_visibility_count_everything_as_visible():
+    s = make_shapes(3, seed=0)
+    bare = Shapes(s.images, s.semantic, s.instance_masks, s.boxes, s.labels, s.background_kind)
+    assert [v.tolist() for v in bare.visibility] == [[1.0] * len(lab) for lab in s.labels]
+    assert not any(f.any() for f in bare.ignore)
 
 
 def test_boxes_tight_around_masks(shapes):
@@ -313,3 +348,91 @@ def test_image_batch_accepts_shapes_uint8_arrays_and_float_tensors():
         image_batch(batch[0])
     with pytest.raises(TypeError, match="images"):
         image_batch([1, 2])
+
+
+# ------------------------------------------------------------------------------------------------
+# Keypoints (issue 15): natural points of each shape, clockwise from the topmost, COCO's v flag
+# ------------------------------------------------------------------------------------------------
+def test_keypoints_shape_count_and_padding(shapes):
+    from lecturelib.data import KEYPOINTS_PER_CLASS, MAX_KEYPOINTS
+    assert KEYPOINTS_PER_CLASS == (0, 1, 4, 3, 5) and MAX_KEYPOINTS == 5
+    for kp, labels in zip(shapes.keypoints, shapes.labels):
+        assert kp.shape == (len(labels), MAX_KEYPOINTS, 3) and kp.dtype == np.float32
+        assert np.isin(kp[..., 2], (0, 1, 2)).all()
+        for points, label in zip(kp, labels):
+            n = KEYPOINTS_PER_CLASS[label]
+            assert (points[n:] == 0).all(), "slots the class does not have are (0, 0, 0)"
+
+
+def test_keypoints_are_the_corners_tips_and_centre():
+    """Each polygon keypoint lies on the object's outline at the farthest distance from the centre (its
+    circumradius); a circle's one keypoint is its centre; all keypoints of one object are equally far from it."""
+    shapes = make_shapes(200, seed=5, occlusion=False)
+    for kp, labels, masks in zip(shapes.keypoints, shapes.labels, shapes.instance_masks):
+        for points, label, mask in zip(kp, labels, masks):
+            n = data.KEYPOINTS_PER_CLASS[label]
+            xy = points[:n, :2].astype(np.float64)
+            assert (points[:n, 2] == 2).all(), "no occlusion: every keypoint is visible"
+            ys, xs = np.nonzero(mask)
+            if label == 1:                      # the circle's centre: the mask's centroid within half a pixel
+                assert np.hypot(xs.mean() + 0.5 - xy[0, 0], ys.mean() + 0.5 - xy[0, 1]) < 0.5
+                continue
+            centre = xy.mean(0)                 # a regular polygon's vertices average to its centre
+            radius = np.hypot(*(xy - centre).T)
+            assert np.allclose(radius, radius[0], rtol=1e-3)
+            # every vertex within 2.5 px of a mask pixel centre (a star tip is thin), no mask pixel beyond the vertices
+            d = np.hypot(xs[None] + 0.5 - xy[:, :1], ys[None] + 0.5 - xy[:, 1:])
+            assert d.min(1).max() < 2.5
+            assert np.hypot(xs + 0.5 - centre[0], ys + 0.5 - centre[1]).max() <= radius[0] + 1e-3
+
+
+def test_keypoints_clockwise_from_the_topmost(shapes):
+    for kp, labels in zip(shapes.keypoints, shapes.labels):
+        for points, label in zip(kp, labels):
+            n = data.KEYPOINTS_PER_CLASS[label]
+            if n < 3 or (points[:n, 2] == 0).any():
+                continue
+            xy = points[:n, :2].astype(np.float64)
+            assert xy[0, 1] == xy[:, 1].min(), "the first keypoint is the topmost"
+            centre = xy.mean(0)
+            angle = np.unwrap(np.arctan2(xy[:, 1] - centre[1], xy[:, 0] - centre[0]))
+            # y points down: clockwise on the screen is increasing atan2 angle
+            assert np.allclose(np.diff(angle), 2 * np.pi / n, atol=1e-3)
+
+
+def test_keypoint_occlusion_follows_the_masks(shapes):
+    """v = 1 exactly where the pixel holding the point lies in a mask of an object listed (painted) later."""
+    occluded_seen = 0
+    for kp, masks in zip(shapes.keypoints, shapes.instance_masks):
+        size = masks.shape[-1]
+        for k, points in enumerate(kp):
+            later = masks[k + 1:].any(0) if k + 1 < len(masks) else np.zeros((size, size), bool)
+            for x, y, v in points:
+                if v == 0:
+                    continue
+                covered = later[int(np.floor(y)), int(np.floor(x))]
+                assert v == (1 if covered else 2)
+                occluded_seen += covered
+    assert occluded_seen > 10
+
+
+def test_keypoints_leave_the_rest_of_the_data_unchanged(monkeypatch):
+    """Keypoints are computed from the layout without random draws: the same seed gives the same images and
+    labels with and without them (the shipped weights were trained on data made before keypoints existed)."""
+    shapes = make_shapes(20, seed=0)
+    monkeypatch.setattr(data, "_keypoints", lambda layout, masks: np.zeros(layout["label"].shape + (5, 3), np.float32))
+    without = make_shapes(20, seed=0)
+    monkeypatch.undo()
+    assert np.array_equal(shapes.images, without.images) and np.array_equal(shapes.semantic, without.semantic)
+    for name in ("instance_masks", "boxes", "labels", "visibility"):
+        assert all(np.array_equal(a, b) for a, b in zip(getattr(shapes, name), getattr(without, name))), name
+    assert not any(k.any() for k in without.keypoints) and all(k.any() for k in shapes.keypoints)
+    sub = shapes.subset([2, 0])
+    assert np.array_equal(sub.keypoints[1], shapes.keypoints[0])
+    assert np.array_equal(shapes[2].keypoints, shapes.keypoints[2])
+
+
+def test_shapes_built_without_keypoints_have_none_labelled():
+    s = Shapes(np.zeros((1, 16, 16, 3), np.uint8), np.zeros((1, 16, 16), np.int64), [np.zeros((2, 16, 16), bool)],
+               [np.zeros((2, 4), np.float32)], [np.array([1, 2])], np.array(["plain"]))
+    assert s.keypoints[0].shape == (2, 5, 3) and not s.keypoints[0].any()

@@ -80,7 +80,9 @@ def test_reference_validates_arguments(name):
            "decode_boxes": (torch.zeros(2, 4), torch.zeros(2, 4), (1.0, 1.0)),
            "generate_anchors": ((2, 2, 2), 16, (32,), (1.0,)),
            "label_anchors": (torch.zeros(2, 3), torch.zeros(1, 4)),
-           "nms": (torch.zeros(3, 4), torch.zeros(2), 0.5)}[name]
+           "nms": (torch.zeros(3, 4), torch.zeros(2), 0.5),
+           "rpn_proposals": ([torch.zeros(2)], [torch.zeros(2, 4)], [], (64, 64), 10, 5, 0.7),
+           "yolo_target": (torch.zeros(2, 4), torch.zeros(3, dtype=torch.int64), 2, 1, 3, (64, 64))}[name]
     with pytest.raises((ValueError, TypeError)):
         getattr(ref, name)(*bad)
 
@@ -102,17 +104,19 @@ def test_predict_uses_the_given_decode_and_nms():
 
     def decode(anchors, deltas, weights):
         calls["decode"] += 1
-        assert anchors.shape == deltas.shape == (192, 4) and weights == detection.BOX_WEIGHTS
+        assert anchors.shape == deltas.shape == (576, 4) and weights == detection.BOX_WEIGHTS
         return ref.decode_boxes(anchors, deltas, weights)
 
     def keep_first_two(boxes, scores, iou_threshold):
         calls["nms"].append((len(boxes), iou_threshold))
         return torch.tensor([1, 0])
     raw = detection.raw_detections(model, images, decode)
-    out = detection.predict(model, images, decode, keep_first_two, score_threshold=0.0, iou_threshold=0.3)
-    assert calls["decode"] == 4 and calls["nms"] == [(192, 0.3), (192, 0.3)]
+    out = detection.predict(model, images, decode, keep_first_two, score_threshold=0.0, iou_threshold=0.3,
+                            per_class=False)
+    assert calls["decode"] == 4 and calls["nms"] == [(576, 0.3), (576, 0.3)]
     for r, o in zip(raw, out):
-        assert torch.equal(o["boxes"], r["boxes"][[1, 0]]) and torch.equal(o["labels"], r["labels"][[1, 0]])
+        kept = torch.tensor([1, 0])[torch.sort(r["scores"][[1, 0]], descending=True, stable=True).indices]
+        assert torch.equal(o["boxes"], r["boxes"][kept]) and torch.equal(o["labels"], r["labels"][kept])
         assert bool(((r["boxes"] >= 0) & (r["boxes"] <= 64)).all())
         assert bool(((r["scores"] >= 0) & (r["scores"] <= 1)).all()) and set(r["labels"].tolist()) <= {1, 2, 3, 4}
 
@@ -120,8 +124,13 @@ def test_predict_uses_the_given_decode_and_nms():
 def test_postprocess_thresholds_before_nms_and_caps_the_count():
     raw = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [1, 1, 11, 11], [40, 40, 50, 50]]),
            "scores": torch.tensor([0.9, 0.02, 0.8, 0.5]), "labels": torch.tensor([1, 2, 3, 4])}
-    out = detection.postprocess(raw, ref.nms, score_threshold=0.05, iou_threshold=0.5)
+    out = detection.postprocess(raw, ref.nms, score_threshold=0.05, iou_threshold=0.5, per_class=False)
     assert out["scores"].tolist() == pytest.approx([0.9, 0.5]) and out["labels"].tolist() == [1, 4]
+    # per class (the default): the class-3 box overlapping the class-1 box (IoU 0.68) survives, by score order
+    out = detection.postprocess(raw, ref.nms, score_threshold=0.05, iou_threshold=0.5)
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.8, 0.5]) and out["labels"].tolist() == [1, 3, 4]
+    same_class = {**raw, "labels": torch.tensor([1, 2, 1, 4])}
+    assert detection.postprocess(same_class, ref.nms, score_threshold=0.05)["labels"].tolist() == [1, 4]
     capped = detection.postprocess(raw, ref.nms, score_threshold=0.0, iou_threshold=0.5, max_detections=1)
     assert capped["labels"].tolist() == [1]
     with pytest.raises(ValueError, match="score_threshold"):
@@ -135,8 +144,8 @@ def test_detection_loss_is_small_for_a_perfect_output_and_larger_for_a_random_on
     shapes = data.make_shapes(3, seed=8, occlusion=False)
     targets = [detection.DetectorDataset(shapes)[i][1] for i in range(3)]
     anchors = model.anchors
-    perfect = {"objectness": torch.zeros(3, 192), "deltas": torch.zeros(3, 192, 4),
-               "class_logits": torch.zeros(3, 192, 4)}
+    n = len(anchors)
+    perfect = {"objectness": torch.zeros(3, n), "deltas": torch.zeros(3, n, 4), "class_logits": torch.zeros(3, n, 4)}
     for i, t in enumerate(targets):
         labels, matched = ref.label_anchors(anchors, t["boxes"], high=0.5, low=0.3)
         perfect["objectness"][i] = torch.where(labels == 1, 30.0, -30.0)
@@ -157,17 +166,23 @@ def test_detection_loss_is_small_for_a_perfect_output_and_larger_for_a_random_on
 # Shipped weights
 # ---------------------------------------------------------------------------------------------
 def test_shipped_detector_is_small_trained_with_these_anchors_and_good_enough():
-    assert WEIGHTS.stat().st_size < 1_000_000
+    assert WEIGHTS.stat().st_size < 1_500_000
     meta = read_metadata(WEIGHTS)
-    # the shipped file predates the one `make weights` entry; a retrained one names it
-    assert meta["command"] in ("python scripts/train_detection.py", "python scripts/train_weights.py detection")
-    assert meta["map50"] >= 0.9
+    assert meta["command"] == "python scripts/train_weights.py detection"
+    # trained and measured on the data set's default (occlusion on), and measured unoccluded too
+    assert meta["train"].startswith("make_shapes(") and "occlusion" not in meta["train"]
+    assert meta["test"] == "make_shapes(1000, seed=1)" and meta["min_visibility"] == data.MIN_VISIBILITY
+    assert meta["map50"] >= 0.9 and meta["map50_unoccluded"] > meta["map50"]
+    assert meta["coco"] < meta["map75"] < meta["map50"]      # AP@[.5:.95] averages stricter thresholds in
+    assert meta["train_seconds"] <= 400                       # "about 6 minutes" on 2 cores
     model = detection.load_pretrained()
     assert not model.training
     assert torch.equal(model.anchors, ref.generate_anchors(**detection.DETECTOR_ANCHORS))
-    held_out = data.make_shapes(200, seed=1, occlusion=False)
-    scores = detection.evaluate(model, held_out, ref.decode_boxes, ref.nms)
-    assert scores["map"][0.5] > 0.9 and scores["map"][0.75] < scores["map"][0.5]
+    held_out = data.make_shapes(200, seed=1)
+    scores = detection.evaluate(model, held_out, ref.decode_boxes, ref.nms, coco=True)
+    assert scores["map"][0.5] > 0.85 and scores["coco"] < scores["map"][0.75] < scores["map"][0.5]
+    unoccluded = detection.evaluate(model, data.make_shapes(200, seed=1, occlusion=False), ref.decode_boxes, ref.nms)
+    assert unoccluded["map"][0.5] > 0.95
     with pytest.raises(ValueError, match="detector_shapes"):
         detection.load_pretrained("other")
 
@@ -209,8 +224,10 @@ def test_explorers_run_the_functions_they_are_given():
     images = data.make_shapes(2, seed=9, occlusion=False).images
     box = detection.nms_explorer(_model(), images, ref.decode_boxes, counting_nms)
     views = box.interactive.result
-    assert len(views) == 2 and len(kept_sizes) == 2
-    assert [len(v["kept"]["scores"]) for v in views] == kept_sizes
+    # NMS runs per class, as in the evaluation: one call per class present among each image's candidates
+    calls = sum(len(torch.unique(v["candidates"]["labels"])) for v in views)
+    assert len(views) == 2 and len(kept_sizes) == calls
+    assert sum(len(v["kept"]["scores"]) for v in views) == sum(kept_sizes)
     for view in views:
         assert len(view["kept"]["scores"]) <= len(view["candidates"]["scores"])
 
@@ -280,7 +297,7 @@ def _notebook_solutions() -> dict:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     namespace = {"torch": torch, "math": math, "box_iou": box_iou, "BBOX_CLIP": math.log(1000 / 16)}
     for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("solution"):
+        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):   # not written answers
             exec(cell.source, namespace)
     return {name: namespace[name] for name in GRADED}
 

@@ -29,10 +29,11 @@ def test_outputs_are_per_anchor_in_generate_anchors_order():
 
 def test_shapes_and_bad_input():
     torch.manual_seed(0)
-    model = TinyDetector()
+    model = TinyDetector()                      # the shipped detector's shape: 9 anchors per cell of 8 x 8
     out = model(torch.rand(2, 3, 64, 64))
-    assert out["objectness"].shape == (2, 192) and out["deltas"].shape == (2, 192, 4)
-    assert out["class_logits"].shape == (2, 192, 4) and model.anchors.shape == (192, 4)
+    assert out["objectness"].shape == (2, 576) and out["deltas"].shape == (2, 576, 4)
+    assert out["class_logits"].shape == (2, 576, 4) and model.anchors.shape == (576, 4)
+    assert TinyDetector(num_anchors=3, width=64)(torch.rand(1, 3, 64, 64))["deltas"].shape == (1, 192, 4)
     with pytest.raises(ValueError, match="8x8 feature map"):
         model(torch.rand(1, 3, 32, 32))
     with pytest.raises(TypeError, match="images"):
@@ -85,8 +86,11 @@ def test_training_script_writes_loadable_weights_with_metadata(tmp_path):
     meta = read_metadata(out)
     assert meta["command"] == "python scripts/train_weights.py detection " + " ".join(options) and meta["threads"] == 2
     assert meta["epochs"] == 1 and meta["map50"] == round(scores["map"][0.5], 4)
-    assert meta["test"] == "make_shapes(50, seed=1, occlusion=False)" and len(meta["losses"]) == 1
-    assert meta["anchors"] == {"feature_size": [8, 8], "stride": 8, "sizes": [12, 18, 26], "ratios": [1.0]}
+    assert meta["test"] == "make_shapes(50, seed=1)" and len(meta["losses"]) == 1
+    assert meta["test_unoccluded"] == "make_shapes(50, seed=1, occlusion=False)"
+    assert meta["train"] == "make_shapes(128, seed=0)" and meta["min_visibility"] == 0.25
+    assert meta["coco"] == round(scores["coco"], 4) and "map50_unoccluded" in meta
+    assert meta["anchors"] == {"feature_size": [8, 8], "stride": 8, "sizes": [12, 18, 26], "ratios": [0.5, 1.0, 2.0]}
     model = TinyDetector(**meta["config"])
     from lecturelib.train import load_weights
     load_weights(model, out)

@@ -1,60 +1,10 @@
 """RoIPool and RoIAlign (``lecturelib.rois``) against a scalar port of torchvision's C++ kernels and exact
 properties."""
-import math
-
 import pytest
 import torch
 
 from lecturelib.rois import roi_align, roi_pool, roi_pool_cells, rois_from_boxes
-
-
-def _bilinear_scalar(f, y, x):
-    h, w = f.shape
-    if y < -1.0 or y > h or x < -1.0 or x > w:
-        return 0.0
-    y, x = max(y, 0.0), max(x, 0.0)
-    y_lo, x_lo = int(y), int(x)
-    if y_lo >= h - 1:
-        y_hi = y_lo = h - 1
-        y = float(y_lo)
-    else:
-        y_hi = y_lo + 1
-    if x_lo >= w - 1:
-        x_hi = x_lo = w - 1
-        x = float(x_lo)
-    else:
-        x_hi = x_lo + 1
-    ly, lx = y - y_lo, x - x_lo
-    hy, hx = 1 - ly, 1 - lx
-    return hy * hx * f[y_lo, x_lo] + hy * lx * f[y_lo, x_hi] + ly * hx * f[y_hi, x_lo] + ly * lx * f[y_hi, x_hi]
-
-
-def _roi_align_scalar(features, rois, ph, pw, scale, ratio, aligned):
-    """A line-by-line port of torchvision's roi_align_forward_kernel_impl (CPU)."""
-    out = torch.zeros(len(rois), features.shape[1], ph, pw, dtype=torch.float64)
-    off = 0.5 if aligned else 0.0
-    for k, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
-        sx, sy, ex, ey = x1 * scale - off, y1 * scale - off, x2 * scale - off, y2 * scale - off
-        rw, rh = ex - sx, ey - sy
-        if not aligned:
-            rw, rh = max(rw, 1.0), max(rh, 1.0)
-        bh, bw = rh / ph, rw / pw
-        gh = ratio if ratio > 0 else math.ceil(rh / ph)
-        gw = ratio if ratio > 0 else math.ceil(rw / pw)
-        count = max(gh * gw, 1)
-        for c in range(features.shape[1]):
-            f = features[int(b), c].double().tolist()
-            f = torch.tensor(f, dtype=torch.float64)
-            for i in range(ph):
-                for j in range(pw):
-                    acc = 0.0
-                    for iy in range(gh):
-                        y = sy + i * bh + (iy + 0.5) * bh / gh
-                        for ix in range(gw):
-                            x = sx + j * bw + (ix + 0.5) * bw / gw
-                            acc += float(_bilinear_scalar(f, y, x))
-                    out[k, c, i, j] = acc / count
-    return out
+from test_torchvision_parity import roi_align_port   # the scalar port of torchvision's kernel (one copy)
 
 
 @pytest.fixture
@@ -72,7 +22,7 @@ def problem():
 def test_roi_align_matches_torchvision_kernel(problem, ratio, aligned):
     features, rois = problem
     got = roi_align(features, rois, (3, 4), spatial_scale=0.5, sampling_ratio=ratio, aligned=aligned)
-    want = _roi_align_scalar(features, rois, 3, 4, 0.5, ratio, aligned)
+    want = roi_align_port(features, rois, 0.5, 3, 4, ratio, aligned)
     assert got.shape == (6, 3, 3, 4)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 

@@ -214,11 +214,12 @@ def feedback_html(course):
     from lecturelib import course as tool
     nb = solved_release(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb",
                         REPO / "notebooks" / ASSIGNMENT / f"{NOTEBOOK}.ipynb")
-    first = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
+    first = next(c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
     first.source += "\n" + SHOWS
     submit_and_autograde(course, ASSIGNMENT, {STUDENT: nb}, NOTEBOOK)
     autograded = nbformat.read(course / "autograded" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-    shown = [o for o in next(c for c in autograded.cells if c.metadata.get("nbgrader", {}).get("solution")).outputs
+    shown = [o for o in next(c for c in autograded.cells
+                             if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")).outputs
              if o.output_type == "display_data"]
     assert {m for o in shown for m in o.data} >= {"text/html", "image/svg+xml",
                                                   "application/vnd.jupyter.widget-view+json"}    # what it escapes

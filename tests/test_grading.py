@@ -9,13 +9,14 @@ import pytest
 
 from notebook_tools import (NOTEBOOKS, REPO, answers as _answers, graded_cells, replace_solution as _replace_solution,
                             run_blank_release, solved_release, strip_markers as _strip_markers, submit_and_autograde,
-                            text)
+                            text, written_points)
 
 pytestmark = pytest.mark.slow
 
 SEGMENTATION = REPO / "notebooks" / "02_segmentation" / "segmentation.ipynb"
 POINTS = {"test_nearest_unpool": 1, "test_bed_of_nails_unpool": 1, "test_max_unpool": 2,
           "test_conv_transpose_output_size": 1, "test_conv_transpose2d": 4, "test_mean_iou": 2}
+WRITTEN = written_points(nbformat.read(SEGMENTATION, as_version=4))     # graded by hand: not in the autograded score
 
 
 def _solution_lines(nb) -> list[str]:
@@ -56,9 +57,12 @@ def test_release_has_no_solutions_hidden_tests_or_reference(course):
         solutions = [c for c in nbformat.read(source, as_version=4).cells
                      if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
         stubs = [c for c in nbformat.reads(body, as_version=4).cells
-                 if c.metadata.get("nbgrader", {}).get("solution")]
+                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
         assert len(stubs) == len(solutions) > 0, source.name
         assert all("raise NotImplementedError()" in c.source for c in stubs), source.name
+        # Written answers (tests/test_written_questions.py has the rest): the model answer became the text stub.
+        assert all(c.source == "YOUR ANSWER HERE" for c in nbformat.reads(body, as_version=4).cells
+                   if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("solution"))
         for line in _solution_lines(nbformat.read(source, as_version=4)):
             assert line not in body, line
         assert "lecturelib.reference" not in body
@@ -174,9 +178,17 @@ def test_exported_csv(graded):
     assert set(EXPECTED) <= set(rows)  # other tests' students share the course
     for student, expected in EXPECTED.items():
         assert float(rows[student]["score"]) == sum(expected.values()), student
-        assert float(rows[student]["max_score"]) == sum(POINTS.values())
+        assert float(rows[student]["max_score"]) == sum(POINTS.values()) + sum(WRITTEN.values())
         for cell, points in expected.items():
             assert float(rows[student][cell]) == points, (student, cell)
+    # Written answers: answered ones wait for a TA (not counted in the score yet), blank ones score 0 by themselves.
+    assert WRITTEN
+    for cell in WRITTEN:
+        assert rows["correct"][cell] == "needs manual grade", cell
+        assert float(rows["blank"][cell]) == 0.0, cell
+    assert rows["correct"]["needs_manual_grade"] == "True" and rows["blank"]["needs_manual_grade"] == "False"
+    assert f"written answers to grade in formgrader: {', '.join(WRITTEN)}" in rows["correct"]["notes"]
+    assert rows["correct"]["status"] == "graded"
 
 
 def test_feedback_files(graded, course):

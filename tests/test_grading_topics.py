@@ -107,12 +107,13 @@ TOPICS = [
     return indices, values""")]},
           broken=("patchify", "top_k_routing"), sneaky="patchify",
           hidden_failures=("hidden case 7 (W not divisible: must raise ValueError)",)),
-    # Two realistic slips: NMS suppressing at IoU == threshold, and the zero-IoU trap of low-quality matching.
+    # Two realistic slips: NMS suppressing at IoU == threshold, and the zero-IoU trap of low-quality matching;
+    # rpn_proposals calls the student's own nms (an allowed building block), so the NMS slip costs its points too.
     Topic("03_detection", "detection", "detection_slips",
           edits={"nms": [("suppressed |= iou[i] > iou_threshold", "suppressed |= iou[i] >= iou_threshold")],
                  "label_anchors": [("ties = (iou == best_per_box) & (best_per_box > 0)",
                                     "ties = iou == best_per_box")]},
-          broken=("nms", "label_anchors")),
+          broken=("nms", "label_anchors", "rpn_proposals")),
     # Detects infeasibility only when a whole row is +inf (the visible case), not when two rows compete for one
     # column (a hidden case): the search then runs out of finite paths and the assignment it returns is wrong.
     Topic("04_detr", "detr", "detr_sneaky",
@@ -130,8 +131,10 @@ TOPICS = [
     Topic("05_instance_segmentation", "instance_segmentation", "inst_partial",
           replace={"mask_targets": SNEAKY_MASK_TARGETS},
           edits={"paste_masks": [("align_corners=False)\n    return pasted[:, 0] >= threshold",
-                                  "align_corners=True)\n    return pasted[:, 0] >= threshold")]},
-          broken=("mask_targets", "paste_masks"), sneaky="mask_targets", hidden_failures=("hidden case 6 (no RoIs)",)),
+                                  "align_corners=True)\n    return pasted[:, 0] >= threshold")],
+                 "decode_keypoints": [("x = x1 + (col + 0.5) * (x2 - x1) / S", "x = x1 + col * (x2 - x1) / S")]},
+          broken=("mask_targets", "paste_masks", "decode_keypoints"), sneaky="mask_targets",
+          hidden_failures=("hidden case 6 (no RoIs)",)),
     Topic("06_visualization", "visualization", "vis_sneaky", replace={"grad_cam": SNEAKY_GRAD_CAM},
           broken=("grad_cam",), sneaky="grad_cam", hidden_message="frozen",
           blank_output="Implement grad_cam above"),

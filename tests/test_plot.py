@@ -234,3 +234,19 @@ def test_explorer_builds_nothing_while_autograding(monkeypatch):
     monkeypatch.delenv("NBGRADER_EXECUTION")
     box = plot.explorer(controls, lambda k: {"k": k}, lambda v: drawn.append(v) or plt.figure())
     assert box.interactive.result == {"k": 2} and drawn == [{"k": 2}]
+
+
+def test_architecture_diagrams_draw():
+    from lecturelib.plot import draw_fcn_variants, draw_unet
+    fig = draw_unet((8, 16, 32), image_size=32)
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, Rectangle)]
+    # image + 2 convs per encoder level (3) + per decoder level (2): upsampled, copied skip, 2 convs + the head
+    assert len(boxes) == 1 + 2 * 3 + 4 * 2 + 1
+    assert "3 levels" in ax.get_title() and "8, 16, 32" in ax.get_title()
+    with pytest.raises(ValueError, match="widths"):
+        draw_unet((8,))
+    texts = [t.get_text() for t in draw_fcn_variants().axes[0].texts]
+    assert {"FCN-32s", "FCN-16s", "FCN-8s"} <= set(texts)
+    assert sum("pool4 scores" in t for t in texts) == 2 and sum("pool3 scores" in t for t in texts) == 1
+    assert any("upsample 32x" in t for t in texts) and any("upsample 8x" in t for t in texts)

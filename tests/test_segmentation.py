@@ -98,3 +98,33 @@ def test_explorer_runs_the_students_function_and_follows_sliders():
 def test_default_explorer_function_is_the_reference_in_the_instructor_copy():
     assert segmentation.conv_transpose_footprint()["overlap"].tolist() == \
         segmentation.conv_transpose_footprint(reference.conv_transpose2d)["overlap"].tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Strided convolution, the lecture's transposed-convolution example (issue 15)
+# ---------------------------------------------------------------------------------------------
+def test_strided_convolution_is_the_subsampled_stride_one_convolution():
+    demo = segmentation.strided_conv_demo(size=10, channels=3, kernel_size=3, stride=2, padding=1)
+    assert (demo["input_shape"], demo["strided_shape"], demo["dense_shape"]) == ((10, 10), (5, 5), (10, 10))
+    assert demo["max_difference"] < 1e-5 and demo["avg_pool_difference"] < 1e-6
+    assert demo["flops"]["strided"] * 4 == demo["flops"]["dense"]
+
+
+def test_the_lectures_transposed_convolution_example():
+    example = segmentation.transposed_conv_example()
+    assert example["full"].shape == (5, 5) and example["no_output_padding"].shape == (3, 3)
+    assert example["output_padding_1"].shape == (4, 4)
+    # All-ones kernel: the centre of the full output is covered by all four copies, 1 + 2 + 3 + 4.
+    assert example["full"][2, 2] == 10 and example["full"].sum() == 9 * 10
+    np.testing.assert_array_equal(example["output_padding_1"], example["full"][1:, 1:])   # padding 1 off the top/left
+    np.testing.assert_array_equal(example["no_output_padding"], example["full"][1:-1, 1:-1])
+
+
+def test_new_segmentation_figures_draw():
+    import matplotlib.pyplot as plt
+    fig = segmentation.plot_strided_windows(4, 3, 2, 1)
+    assert "4 x 4 input -> 2 x 2 output" in fig.axes[1].get_title()
+    assert "4 x 4 input -> 4 x 4 output" in fig.axes[0].get_title()
+    fig = segmentation.plot_transposed_conv_example(segmentation.transposed_conv_example())
+    assert "4 x 4 (red)" in fig.axes[2].get_title()
+    plt.close("all")

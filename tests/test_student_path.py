@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from notebook_tools import REPO, replace_solution
+from notebook_tools import REPO, graded_cells, replace_solution, written_cells
 
 pytestmark = pytest.mark.slow
 
@@ -146,8 +146,7 @@ def test_validate_in_the_student_venv_passes_the_solved_exercise_only(student):
               + inspect.getsource(reference.conv_transpose2d))
     replace_solution(nb, SOLVED, answer)
     nbformat.write(nb, path)
-    tests = {c.metadata["nbgrader"]["grade_id"]: c.source.strip() for c in nb.cells
-             if c.metadata.get("nbgrader", {}).get("grade")}
+    tests = {c.metadata["nbgrader"]["grade_id"]: c.source.strip() for c in graded_cells(nb)}   # not written answers
     assert f"test_{SOLVED}" in tests and len(tests) > 2
 
     start = time.perf_counter()
@@ -155,12 +154,15 @@ def test_validate_in_the_student_venv_passes_the_solved_exercise_only(student):
     seconds = time.perf_counter() - start
     out = proc.stdout + proc.stderr
     failed = [b for b in _failed_blocks(proc.stdout) if b.startswith("The following cell failed")]
+    unanswered = [b for b in failed if "You did not provide a response." in b]     # the written questions
+    assert len(unanswered) == len(written_cells(nb)) > 0
+    failed = [b for b in failed if b not in unanswered]
     failed_ids = {gid for gid, src in tests.items() for b in failed if src.splitlines()[0] in b}
     assert failed_ids == set(tests) - {f"test_{SOLVED}"}, out[-4000:]
     assert len(failed) == len(tests) - 1
     for block in failed:
         assert "CheckFailed" in block and "not implemented yet" in block, block
-    assert f"VALIDATION FAILED ON {len(tests) - 1} CELL(S)" in out.replace("\n", " ")
+    assert f"VALIDATION FAILED ON {len(tests) - 1 + len(unanswered)} CELL(S)" in out.replace("\n", " ")
     assert "cannot be converted to a float" not in out
     cut = [line for line in proc.stdout.splitlines() if len(line) == VALIDATE_WIDTH and line.endswith("...")]
     assert not cut, cut

@@ -10,7 +10,7 @@ import sys
 import nbformat
 import pytest
 
-from notebook_tools import REPO, answers, replace_solution
+from notebook_tools import REPO, answers, replace_solution, written_cells
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,11 @@ def test_validate_button_on_a_blank_release_names_each_unfinished_exercise(relea
     out = _validate(released)
     assert "Success" not in out
     failed = out.count("The following cell failed")
-    assert failed == len(_graded_points(nbformat.read(released, as_version=4)))
-    assert out.count("not implemented yet") >= failed
+    nb = nbformat.read(released, as_version=4)
+    written = len(written_cells(nb))        # written questions left as handed out are listed too
+    assert written and out.count("You did not provide a response.") == written
+    assert failed == len(_graded_points(nb)) + written
+    assert out.count("not implemented yet") >= failed - written
     assert "core.py" not in out     # the check's own frames are hidden from the student's traceback
 
 

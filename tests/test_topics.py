@@ -1,5 +1,6 @@
 """One list of graded exercises per topic, kept in step: the reference module's ``__all__``, the registered checks,
-the notebook's graded test cells (nbgrader metadata: the points) and the README's Topics table."""
+the notebook's graded test cells (nbgrader metadata: the points) and the README's Topics table. Written questions
+(manually graded Markdown answer cells, grade ids "q_<name>") count in the notebook's points and the README row too."""
 from __future__ import annotations
 
 import importlib
@@ -8,7 +9,7 @@ import re
 import nbformat
 import pytest
 
-from notebook_tools import NOTEBOOKS, REPO, graded_cells
+from notebook_tools import NOTEBOOKS, REPO, graded_cells, written_points
 
 
 def readme_topics() -> dict[str, dict[str, float]]:
@@ -27,11 +28,16 @@ def readme_topics() -> dict[str, dict[str, float]]:
 
 
 def notebook_points(path) -> dict[str, float]:
-    """{exercise: points} of the notebook's graded test cells (grade_id "test_<exercise>")."""
-    cells = graded_cells(nbformat.read(path, as_version=4))
+    """{exercise: points} of the notebook's graded test cells (grade_id "test_<exercise>") and {q_<name>: points} of
+    its written questions."""
+    nb = nbformat.read(path, as_version=4)
+    cells = graded_cells(nb)
     assert all(c.metadata["nbgrader"]["grade_id"].startswith("test_") for c in cells), path
-    return {c.metadata["nbgrader"]["grade_id"].removeprefix("test_"): float(c.metadata["nbgrader"]["points"])
-            for c in cells}
+    points = {c.metadata["nbgrader"]["grade_id"].removeprefix("test_"): float(c.metadata["nbgrader"]["points"])
+              for c in cells}
+    written = written_points(nb)
+    assert all(gid.startswith("q_") for gid in written), path
+    return {**points, **written}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name)
@@ -41,7 +47,7 @@ def test_graded_names_points_and_readme_row_agree(path):
     from lecturelib.checks import EXERCISES
     assert {name for name, e in EXERCISES.items() if e.topic == topic} == graded, "registered checks"
     points = notebook_points(path)
-    assert set(points) == graded, "the notebook's graded test cells"
+    assert {name for name in points if not name.startswith("q_")} == graded, "the notebook's graded test cells"
     assert readme_topics().get(path.parent.name) == points, "the README's Topics row"
 
 

@@ -87,6 +87,168 @@ def test_first_layer_filters(classifier):
         vis.first_layer_filters(nn.Linear(2, 2))
 
 
+def test_classifier_blocks_may_set_kernel_and_stride():
+    model = vis.ShapesClassifier(blocks=((8, 1, True, 7, 2), (16, 2, False))).eval()
+    assert model.config["blocks"] == [[8, 1, True, 7, 2], [16, 2, False]]
+    assert vis.first_layer_filters(model).shape == (8, 3, 7, 7)
+    assert model.forward_features(torch.rand(2, 3, 64, 64)).shape == (2, 16, 16, 16)   # 64 / 2 (stride) / 2 (pool)
+    with pytest.raises(ValueError, match="kernel, stride"):
+        vis.ShapesClassifier(blocks=((8, 1, True, 7),))
+    with pytest.raises(ValueError, match="stride"):
+        vis.ShapesClassifier(blocks=((8, 1, True, 7, 0),))
+
+
+def test_colour_augmentation_permutes_and_inverts_channels_only_when_asked():
+    import itertools
+
+    from lecturelib.visualization_models import _Augmented
+    images, targets = torch.rand(40, 3, 8, 8), torch.zeros(40, dtype=torch.long)
+
+    def variants(image, colours):
+        for k, flip in itertools.product(range(4), (False, True)):
+            turned = torch.rot90(image, k, dims=(1, 2))
+            turned = turned.flip(2) if flip else turned
+            for order, invert in (itertools.product(itertools.permutations(range(3)), (False, True)) if colours
+                                  else [((0, 1, 2), False)]):
+                out = turned[list(order)]
+                yield 1 - out if invert else out
+
+    plain, coloured = _Augmented(images, targets, seed=0), _Augmented(images, targets, seed=0, colours=True)
+    recoloured = 0
+    for i in range(40):
+        out = plain[i][0]                                      # each call draws new random choices
+        assert any(torch.equal(out, v) for v in variants(images[i], colours=False))
+        out = coloured[i][0]
+        assert any(torch.equal(out, v) for v in variants(images[i], colours=True))
+        recoloured += not any(torch.equal(out, v) for v in variants(images[i], colours=False))
+    assert recoloured > 20                                     # most images get other colours
+
+
+def test_shipped_filters_model_has_smooth_oriented_7x7_filters(held_out):
+    model = vis.load_pretrained("filters_shapes")
+    filters = vis.first_layer_filters(model)
+    assert filters.shape == (16, 3, 7, 7)
+    assert vis.accuracy(model, held_out) >= 0.95 and model.metadata["held_out_accuracy"] >= 0.97
+    assert model.metadata["command"] == "python scripts/train_weights.py visualization --models filters"
+    measured = vis.filter_structure(filters)
+    stored = model.metadata["filter_structure"]
+    assert stored["smoothness_median"] == pytest.approx(float(measured["smoothness"].median()), abs=1e-4)
+    assert stored["oriented_share"] == pytest.approx(measured["oriented_share"])
+    assert measured["smoothness"].median() >= 0.6 and measured["shuffled_smoothness"] <= 0.15
+    assert measured["oriented_share"] >= 0.5
+    # "about half of them colour-opponent ... the others light against dark": the share of each filter's spatial
+    # pattern that is the same in all three channels (luminance).
+    pattern = filters.double() - filters.double().mean((2, 3), keepdim=True)
+    luminance = 3 * pattern.mean(1).square().sum((1, 2)) / pattern.square().sum((1, 2, 3))
+    assert 5 <= int((luminance < 0.3).sum()) <= 11 and int((luminance > 0.6).sum()) >= 5
+    # The classifier's 3 x 3 filters are barely smoother than shuffled: colour noise to the eye.
+    small = vis.filter_structure(vis.first_layer_filters(vis.load_pretrained("classifier_shapes")))
+    assert small["smoothness"].median() < 0.3 and small["oriented_share"] <= 0.25
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter structure, linear classifiers and their templates
+# ---------------------------------------------------------------------------------------------
+def _grid(k=7):
+    y, x = torch.meshgrid(torch.arange(k) - k // 2, torch.arange(k) - k // 2, indexing="ij")
+    return x.double(), y.double()
+
+
+def test_filter_smoothness_and_orientation_on_known_patterns():
+    x, y = _grid()
+    edge = (x + y > 0).double()                                # a diagonal step edge
+    ramp = 0.3 * x - 0.1                                      # a horizontal ramp
+    blob = torch.exp(-(x ** 2 + y ** 2) / 4)                  # round: no orientation
+    noise = torch.randn(200, 3, 7, 7, generator=torch.Generator().manual_seed(0))
+    filters = torch.stack([f.expand(3, 7, 7) for f in (edge, ramp, blob)])
+    smooth = vis.filter_smoothness(filters)
+    assert smooth.min() > 0.5 and abs(float(vis.filter_smoothness(noise).median())) < 0.1
+    orientation = vis.filter_orientation(filters)
+    assert orientation[0] == pytest.approx(1) and orientation[1] == pytest.approx(1)
+    assert orientation[2] < 0.1                                # (forward differences: not exactly 0)
+    # An opposite colour on each side of the edge (colour-opponent) is just as oriented.
+    assert vis.filter_orientation(torch.stack([edge, -edge, edge])[None])[0] == pytest.approx(1)
+    with pytest.raises(ValueError, match="4 dimensions"):
+        vis.filter_smoothness(torch.zeros(3, 7, 7))
+
+
+def test_shuffled_and_smooth_random_filters_are_baselines():
+    weight = vis.first_layer_filters(vis.load_pretrained("filters_shapes")).double()
+    shuffled = vis.shuffled_filters(weight, copies=3, seed=1)
+    assert shuffled.shape == (48, 3, 7, 7)
+    for copy in range(3):                                      # the same taps, in another order
+        block = shuffled[copy * 16:(copy + 1) * 16]
+        assert torch.equal(block.flatten(2).sort(dim=2).values, weight.flatten(2).sort(dim=2).values)
+    assert not torch.equal(shuffled[:16], weight)
+    random = vis.smooth_random_filters(weight, n=400)
+    assert random.shape == (400, 3, 7, 7)
+    assert float(vis.filter_smoothness(random).median()) == pytest.approx(
+        float(vis.filter_smoothness(weight).median()), abs=0.03)
+    again = vis.filter_structure(weight)
+    assert again["oriented_share"] == vis.filter_structure(weight)["oriented_share"]    # seeded
+
+
+def test_fit_linear_classifier_learns_templates():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 4
+    prototypes = torch.randn(4, 1, 5, 5, generator=generator)
+    inputs = prototypes[labels] + 0.5 * torch.randn(200, 1, 5, 5, generator=generator)
+    model = vis.fit_linear_classifier(inputs, labels)
+    assert isinstance(model, vis.LinearClassifier) and not model.training
+    with torch.no_grad():
+        assert float((model(inputs).argmax(1) == labels).float().mean()) > 0.95
+    templates = model.templates()
+    assert templates.shape == (4, 1, 5, 5)
+    cosine = torch.nn.functional.cosine_similarity(templates.flatten(1)[:, None], prototypes.flatten(1)[None], dim=2)
+    assert torch.equal(cosine.argmax(1), torch.arange(4))      # each template looks like its class
+    assert torch.equal(vis.fit_linear_classifier(inputs, labels).templates(), templates)   # convex, no seed
+    with pytest.raises(ValueError, match="same N"):
+        vis.fit_linear_classifier(inputs, labels[:10])
+    with pytest.raises(TypeError, match="integer"):
+        vis.fit_linear_classifier(inputs, labels.float())
+    with pytest.raises(ValueError, match="shape"):
+        model(torch.zeros(2, 1, 4, 4))
+
+
+def test_object_crops_centre_the_object():
+    shapes = data.make_classification(12, seed=4)
+    crops = vis.object_crops(shapes, size=24)
+    contrast = vis.object_crops(shapes, size=24, contrast=True)
+    assert crops.shape == (12, 3, 24, 24) and contrast.shape == (12, 1, 24, 24)
+    assert float(crops.min()) >= 0 and float(crops.max()) <= 1
+    centre, border = contrast[:, 0, 10:14, 10:14].mean((1, 2)), contrast[:, 0, 0].mean(1)
+    assert bool((centre > border + 0.2).all())                 # the object in the middle, the background around
+    with pytest.raises(TypeError, match="Shapes"):
+        vis.object_crops(torch.zeros(2, 3, 8, 8))
+
+
+def test_contrast_templates_are_a_ring_for_circles_and_a_centre_for_stars():
+    """The notebook's reading of the templates (section 2): the circle's is a ring where its outline runs, the
+    star's a solid centre surrounded by blue (negative)."""
+    train = data.make_classification(1000, seed=0)
+    inputs = vis.object_crops(train, contrast=True)
+    templates = vis.fit_linear_classifier(inputs, vis.classification_data(train)[1]).templates()[:, 0]
+    x, y = _grid(32)
+    radius = ((x + 0.5) ** 2 + (y + 0.5) ** 2).sqrt()
+    inner, middle, ring = radius < 6, (radius >= 8) & (radius < 12), (radius >= 12) & (radius < 14)
+    circle, star = templates[vis.CLASS_NAMES.index("circle")], templates[vis.CLASS_NAMES.index("star")]
+    assert circle[ring].mean() > 0 > circle[inner].mean()
+    assert star[inner].mean() > 0 > star[middle].mean()
+
+
+def test_show_templates_draws_one_panel_per_class():
+    import matplotlib.pyplot as plt
+    model = vis.fit_linear_classifier(torch.rand(8, 3, 4, 4), torch.arange(8) % 4)
+    fig = vis.show_templates(model, row_label="rgb")
+    assert len(fig.axes) == 4 and [a.get_title() for a in fig.axes] == list(vis.CLASS_NAMES)
+    plt.close(fig)
+    gray = vis.fit_linear_classifier(torch.rand(8, 1, 4, 4), torch.arange(8) % 4)
+    fig, axes = plt.subplots(1, 4)
+    vis.show_templates(gray, axes=axes)
+    assert axes[0].images[0].get_cmap().name == "RdBu_r"
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Facts the notebook shows, on the shipped model with the reference solutions
 # ---------------------------------------------------------------------------------------------

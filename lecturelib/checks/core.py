@@ -55,7 +55,7 @@ from .runner import (Call, CallableWatch, ForbiddenCallable, ForbiddenOp, NotPla
 __all__ = [
     "Call", "Case", "CaseResult", "CheckFailed", "CheckResult", "Exercise", "Raised", "Mismatch",
     "EXERCISES", "HiddenSuiteUnavailable", "check", "compare", "expect_tensor", "expect_array",
-    "expect_number", "expect_raises", "register", "rel_error", "run_case", "sanitize",
+    "expect_number", "expect_raises", "register", "what_differs", "rel_error", "run_case", "sanitize",
     "ForbiddenOp", "forbidden_ops_used", "verifier", "explainer", "known_mistake", "run_suite",
     # re-exported from .runner, where the call loop lives
     "matches", "revealing", "CallableWatch", "ForbiddenCallable", "NotPlainData", "Observed", "TorchFunctionWatch", "run_call", "run_calls",
@@ -333,8 +333,9 @@ def expect_tensor(value, *, shape: Sequence[int] | None = None, dtype: torch.dty
         raise Mismatch(f"{name} has shape {tuple(value.shape)}; expected {tuple(shape)}" if revealing()
                        else f"{name} has the wrong shape")
     if dtype is not None and value.dtype != dtype:
-        raise Mismatch(f"{name} has dtype {value.dtype}; expected {dtype} (the dtype of the input)" if revealing()
-                       else f"{name} has the wrong dtype ({value.dtype}); keep the dtype of the input")
+        # A dtype is part of the specification, no secret: hidden cases name it too.
+        raise Mismatch(f"{name} has dtype {value.dtype}; expected {dtype}"
+                       + (" (keep the dtype of the input)" if dtype.is_floating_point else ""))
     if floating and not value.is_floating_point():
         raise Mismatch(f"{name} has dtype {value.dtype}; expected a floating-point dtype")
     return value
@@ -365,7 +366,8 @@ def expect_number(value, *, integer: bool = False, name: str = "output") -> floa
         raise Mismatch(f"{name} is a {type(value).__name__}; expected {'an int' if integer else 'a number'}")
     if integer:
         if not isinstance(value, numbers.Integral):
-            raise Mismatch(f"{name} is {value!r}; expected an int")
+            raise Mismatch(f"{name} is {value!r}; expected an int" if revealing()
+                           else f"{name} is a {type(value).__name__}; expected an int")
         return int(value)
     return float(value)
 
@@ -421,7 +423,91 @@ def compare(got: torch.Tensor, expected: torch.Tensor, *, atol: float | None = N
     cause = diagnose(got) if diagnose is not None else None
     if cause:
         lines.append(f"likely cause: {cause}")
+    else:
+        pattern = what_differs(g64, e64, close)
+        if pattern:
+            lines.append(f"what differs: {pattern}")
     raise Mismatch("\n".join(lines))
+
+
+def _along_first_axis(close: torch.Tensor) -> str | None:
+    """Some items along the first axis (images of a batch, boxes, rows) right and others wrong."""
+    if close.ndim < 2 or close.shape[0] < 2:
+        return None
+    ok = close.reshape(close.shape[0], -1).all(1)
+    if not bool(ok.any()):
+        return None
+    if bool(ok[0]) and not bool(ok[1:].any()):
+        return ("only the first entry along the first axis (the first image of a batch, the first row) is "
+                "right; every other one differs: is the whole batch processed, with its own values?")
+    if not revealing():
+        return "some entries along the first axis are right and others differ"
+    return f"{int((~ok).sum())} of {ok.numel()} entries along the first axis differ, the others are right"
+
+
+def _borders(close: torch.Tensor) -> str | None:
+    """Only the outer rows/columns of the last two axes differ (padding, cropping, edge handling)."""
+    if close.ndim < 2 or min(close.shape[-2:]) < 3:
+        return None
+    inner = close[..., 1:-1, 1:-1]
+    if bool(inner.all()):
+        return "only the border (the outermost rows and columns) differs: check padding, cropping or the edges"
+    border = close.clone()
+    border[..., 1:-1, 1:-1] = True
+    if bool(border.all()):
+        return "the border is right but the interior differs"
+    return None
+
+
+def _last_axis(close: torch.Tensor) -> str | None:
+    """Some positions of a short last axis (box coordinates, channels last) right and others wrong."""
+    if close.ndim < 2 or not 2 <= close.shape[-1] <= 8:
+        return None
+    ok = close.reshape(-1, close.shape[-1]).all(0)
+    if bool(ok.all()) or not bool(ok.any()):
+        return None
+    wrong = ", ".join(str(int(i)) for i in (~ok).nonzero().flatten())
+    return f"only positions {wrong} of the last axis differ (for boxes: which coordinates are wrong)"
+
+
+def _scaled(got: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """``got`` is ``expected`` times a constant, or ``expected`` plus a constant."""
+    norm = float((expected * expected).sum())
+    if norm > 0:
+        factor = float((got * expected).sum()) / norm
+        if torch.allclose(got, factor * expected, rtol=1e-4, atol=1e-6) and abs(factor - 1) > 1e-3:
+            return "your output is the expected one times a constant factor" + (
+                f" ({factor:.4g})" if revealing() else "")
+    shift = got - expected
+    offset = float(shift.mean())
+    if torch.allclose(shift, torch.full_like(shift, offset), rtol=1e-4, atol=1e-6):
+        return "your output is off by the same constant everywhere" + (f" ({offset:.4g})" if revealing() else "")
+    return None
+
+
+def _moved(got: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """The right values in the wrong places: a transpose, an axis order or an index mix-up."""
+    if got.numel() < 2 or not torch.allclose(got.flatten().sort().values, expected.flatten().sort().values,
+                                              rtol=1e-4, atol=1e-6):
+        return None
+    if got.ndim >= 2 and got.shape[-1] == got.shape[-2] and torch.allclose(got, expected.transpose(-1, -2),
+                                                                          rtol=1e-4, atol=1e-6):
+        return "your output is the expected one with its last two axes transposed"
+    return "the right values, in the wrong places (an axis order, a transpose or an index mix-up)"
+
+
+def what_differs(got: torch.Tensor, expected: torch.Tensor, close: torch.Tensor) -> str | None:
+    """Where no known mistake matches: the structure of the difference (no values), or None.
+
+    Needs no answer beyond the expected output the case already holds; shows no values of hidden cases."""
+    if not (bool(torch.isfinite(got).all()) and bool(torch.isfinite(expected).all())):
+        return None
+    for describe in (lambda: _moved(got, expected), lambda: _scaled(got, expected),
+                     lambda: _along_first_axis(close), lambda: _borders(close), lambda: _last_axis(close)):
+        found = describe()
+        if found:
+            return found
+    return None
 
 
 def matches(got: torch.Tensor, candidate: torch.Tensor, tol: float = 1e-5) -> bool:

@@ -14,13 +14,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .core import (Exercise, Mismatch, compare, expect_tensor, explainer, known_mistake, register, revealing,
+from .core import (Exercise, Mismatch, compare, expect_tensor, explainer, known_mistake, matches, register, revealing,
                    verifier)
 from .runner import CallableWatch, ForbiddenCallable
 
 __all__ = []
 
 _BUG_TOL = 1e-4  # a float32 answer still matches the float64 output of the bug it reproduces
+
+
+def _expect_dtype(value, dtype: torch.dtype, name: str, why: str):
+    """Mismatch naming the dtype the specification states (``why``), when a tensor has another one.
+    (``expect_tensor``'s hidden message says "keep the dtype of the input", wrong for indices and labels.)"""
+    if isinstance(value, torch.Tensor) and value.dtype != dtype:
+        raise Mismatch(f"{name} has dtype {value.dtype}; expected {dtype} ({why})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -44,10 +51,16 @@ def _verify_decode(outcomes, data, reveal):
     _check_boxes(outcomes[0], data, "boxes", tol)
 
 
+_EMPTY_STACK = ("with {what} the result is an empty {shape} tensor, but torch.stack / torch.cat of an empty list "
+                "raises: work on whole tensors (vectorised), or handle the empty case first")
+
+
 @explainer("box_deltas")
 def _explain_weights_error(raised, data):
     if "weights" in raised.message and ("unexpected keyword" in raised.message or "positional" in raised.message):
         return "the function must take a `weights` argument (wx, wy, ww, wh), default (1, 1, 1, 1)"
+    if "non-empty" in raised.message:
+        return _EMPTY_STACK.format(what="no boxes (N = 0)", shape="(0, 4)")
     return None
 
 
@@ -112,15 +125,17 @@ def _verify_anchors(outcomes, data, reveal):
         numbers = (f"got {len(got)} anchors; expected H * W * A = {height} * {width} * {a} = {count}" if reveal
                    else "wrong number of anchors; expected H * W * A")
         raise Mismatch(numbers + " (A = len(sizes) * len(ratios): every size with every ratio at every location)")
-    got = expect_tensor(got, shape=expected.shape, floating=True, name="anchors")
+    got = expect_tensor(got, shape=expected.shape, name="anchors")
+    _expect_dtype(got, torch.float32, "anchors", "the exercise asks for float32 anchors: .float() or "
+                  "dtype=torch.float32")
     compare(got, expected, atol=1e-4, rtol=1e-6, name="anchors",
             diagnose=lambda g: known_mistake(g, data["mistakes"], _BUG_TOL) or _anchor_properties(g, data))
 
 
 register(Exercise(
     "generate_anchors", topic="detection",
-    summary="(H W A, 4) anchors: count, centres (x stride, y stride), area size^2 and h / w = ratio (cell anchors "
-            "rounded), order (y W + x) A + a with ratio-major a, equal to a float64 oracle on square and "
+    summary="(H W A, 4) float32 anchors: count, centres (x stride, y stride), area size^2 and h / w = ratio (cell "
+            "anchors rounded), order (y W + x) A + a with ratio-major a, equal to a float64 oracle on square and "
             "non-square grids, odd sizes, several ratios",
 ))
 
@@ -133,8 +148,10 @@ def _unpack_labels(out, n: int) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise Mismatch(f"return a tuple (labels, matched); got {type(out).__name__}"
                        + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
-    labels = expect_tensor(out[0], shape=(n,), dtype=torch.int64, name="labels")
-    matched = expect_tensor(out[1], shape=(n,), dtype=torch.int64, name="matched")
+    for value, name in ((out[0], "labels"), (out[1], "matched")):
+        _expect_dtype(value, torch.int64, name, "labels and matched are int64 tensors")
+    labels = expect_tensor(out[0], shape=(n,), name="labels")
+    matched = expect_tensor(out[1], shape=(n,), name="matched")
     return labels.numpy(), matched.numpy()
 
 
@@ -171,6 +188,14 @@ def _check_matched(got: np.ndarray, data, reveal: bool) -> None:
     raise Mismatch(where + (f"\nlikely cause: {cause}" if cause else ""))
 
 
+@explainer("label_anchors")
+def _explain_labels_error(raised, data):
+    if data["iou"].shape[0] == 0:
+        return ("without ground-truth boxes (G = 0) iou.max(dim=0) has nothing to reduce: handle G = 0 first, "
+                "every anchor negative (label 0) and matched all -1")
+    return None
+
+
 @verifier("label_anchors")
 def _verify_labels(outcomes, data, reveal):
     labels, matched = _unpack_labels(outcomes[0], len(data["labels"]))
@@ -193,6 +218,12 @@ _UNSTABLE = ("boxes with EQUAL scores were taken in another order than their inp
              "stable sort (torch.sort(scores, descending=True, stable=True))")
 
 
+def _iou_text(iou: float, threshold: float) -> str:
+    """An IoU for a message: 3 digits, or all of them where 3 would print it equal to the threshold (the float32
+    IoU 0.40000001 of an exact 0.4 is above 0.4)."""
+    return f"{iou:.3g}" if f"{iou:.3g}" != f"{threshold:.3g}" else f"{iou:.10g}"
+
+
 def _nms_explanation(keep: np.ndarray, data, reveal: bool) -> str:
     """Which box breaks the characterisation of greedy NMS (kept iff no kept box earlier in ``data['order']``
     overlaps it above the threshold), in words."""
@@ -208,11 +239,12 @@ def _nms_explanation(keep: np.ndarray, data, reveal: bool) -> str:
         if i in kept and blockers:
             j = blockers[0]
             return (f"box {i} (score {scores[i]:.3g}) was kept although the kept box {j} (score {scores[j]:.3g}) "
-                    f"overlaps it with IoU {iou[i, j]:.3g} > {threshold:g}" if reveal else
+                    f"overlaps it with IoU {_iou_text(iou[i, j], threshold)} > {threshold:g}" if reveal else
                     "a box was kept although a kept box with a higher score overlaps it above the threshold")
         if i not in kept and not blockers:
             top = max(earlier, key=lambda j: iou[i, j], default=None)
-            detail = (f" (largest IoU with a kept box: {iou[i, top]:.3g} with box {top})" if top is not None else "")
+            detail = (f" (largest IoU with a kept box: {_iou_text(iou[i, top], threshold)} with box {top})"
+                      if top is not None else "")
             return (f"box {i} (score {scores[i]:.3g}) was suppressed although no kept box with a higher score "
                     f"overlaps it above {threshold:g}{detail}" if reveal else
                     "a box was suppressed although no kept box with a higher score overlaps it above the threshold")
@@ -238,13 +270,22 @@ def _valid_up_to_ties(keep: np.ndarray, data) -> bool:
 
 def _kept_indices(outcome, n: int, reveal: bool) -> np.ndarray:
     """The (K,) int64 kept indices, each in 0..n-1; Mismatch naming what is off."""
-    got = expect_tensor(outcome, dtype=torch.int64, name="kept indices")
+    _expect_dtype(outcome, torch.int64, "kept indices", "indices are int64, also when no box is kept: "
+                  "torch.tensor([]) is float32, torch.tensor(keep, dtype=torch.int64) is not")
+    got = expect_tensor(outcome, name="kept indices")
     if got.ndim != 1:
         raise Mismatch("kept indices must be 1-D (K,)" + (f", got shape {tuple(got.shape)}" if reveal else ""))
     keep = got.numpy()
     if len(keep) and (keep.min() < 0 or keep.max() >= n):
         raise Mismatch("kept indices must index the input boxes" + (f" (0..{n - 1})" if reveal else ""))
     return keep
+
+
+@explainer("nms")
+def _explain_nms_error(raised, data):
+    if len(data["scores"]) == 0:
+        return _EMPTY_STACK.format(what="no boxes (N = 0)", shape="(0,) int64")
+    return None
 
 
 @verifier("nms")
@@ -269,10 +310,132 @@ def _verify_nms(outcomes, data, reveal):
 register(Exercise(
     "nms", topic="detection",
     summary="greedy NMS: kept indices by decreasing score (stable on ties), a box kept iff no kept box with a "
-            "higher score overlaps it with IoU > threshold (strictly), equal to brute force on clusters, a chain, "
-            "exact-threshold IoU, equal scores, no boxes",
+            "higher score overlaps it with IoU > threshold (strictly; the IoU in the boxes' dtype compared in "
+            "float64, as torchvision), equal to brute force on clusters, a chain, exact-threshold IoU, equal scores, "
+            "no boxes",
     forbidden=(CallableWatch(
         (ForbiddenCallable("torchvision.ops", "nms", "torchvision.ops.nms"),
          ForbiddenCallable("torchvision.ops", "batched_nms", "torchvision.ops.batched_nms")),
         slow_hint="greedy NMS needs one pass over the sorted boxes (an endless loop?)"),),
+))
+
+
+# ------------------------------------------------------------------------------------------------
+# rpn_proposals
+# ------------------------------------------------------------------------------------------------
+def _rpn_structure(boxes: torch.Tensor, scores: torch.Tensor, data) -> str | None:
+    """What differs structurally when no known mistake matches."""
+    height, width = data["image_size"]
+    b = boxes.to(torch.float64)
+    if len(b) and (b[:, 0::2].min() < -1e-6 or b[:, 0::2].max() > width + 1e-6 or b[:, 1::2].min() < -1e-6
+                   or b[:, 1::2].max() > height + 1e-6):
+        return ("some proposals lie outside the image: clip x1, x2 to [0, W] and y1, y2 to [0, H] (image_size is "
+                "(H, W)) after decoding, before NMS")
+    if len(scores) > 1 and bool((scores[1:].to(torch.float64) > scores[:-1].to(torch.float64)).any()):
+        return "the proposals are not sorted by decreasing objectness over all levels"
+    if len(scores) > data["post"]:
+        return "more than post_nms_top_n proposals were returned"
+    return None
+
+
+@explainer("rpn_proposals")
+def _explain_rpn_error(raised, data):
+    message = raised.message
+    if "selected index k out of range" in message or "k (" in message or "out of range" in message:
+        return ("a level has fewer anchors than pre_nms_top_n (or none): take the top min(pre_nms_top_n, A_l) of "
+                "each level")
+    if "non-empty" in message or "expected a non-empty list" in message:
+        return _EMPTY_STACK.format(what="a level without anchors or without kept boxes", shape="(0, 4)")
+    return None
+
+
+@verifier("rpn_proposals")
+def _verify_rpn(outcomes, data, reveal):
+    out = outcomes[0]
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise Mismatch(f"return a tuple (boxes, scores); got {type(out).__name__}"
+                       + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    expected_boxes, expected_scores = data["boxes"], data["scores"]
+    boxes = expect_tensor(out[0], name="boxes")
+    scores = expect_tensor(out[1], name="scores")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4 or scores.ndim != 1 or len(scores) != len(boxes):
+        raise Mismatch("boxes must be (K, 4) and scores (K,), one score per box"
+                       + (f"; got {tuple(boxes.shape)} and {tuple(scores.shape)}" if reveal else ""))
+    _expect_dtype(boxes, expected_boxes.dtype, "boxes", "the boxes have the dtype of the deltas")
+    _expect_dtype(scores, expected_scores.dtype, "scores", "the scores are the objectness logits, in their dtype")
+    same_count = len(boxes) == len(expected_boxes)
+    if same_count and matches(boxes, expected_boxes, 1e-4) and matches(scores, expected_scores, 1e-5):
+        return
+    if not same_count:
+        lines = [f"got {len(boxes)} proposals; expected {len(expected_boxes)}" if reveal
+                 else "wrong number of proposals"]
+    elif matches(scores, expected_scores, 1e-5):
+        lines = ["the right anchors were kept, in the right order, but their boxes differ: decode with weights "
+                 "(1, 1, 1, 1), then clip x to [0, W] and y to [0, H]"]
+    else:
+        lines = ["the kept proposals (or their order) differ from the expected ones"]
+        if reveal and len(scores) <= 12:
+            lines.append(f"expected scores {[round(float(s), 4) for s in expected_scores]}, got "
+                         f"{[round(float(s), 4) for s in scores]}")
+    cause = known_mistake((boxes, scores), data["mistakes"], 1e-4) or _rpn_structure(boxes, scores, data)
+    if cause:
+        lines.append(f"likely cause: {cause}")
+    raise Mismatch("\n".join(lines))
+
+
+register(Exercise(
+    "rpn_proposals", topic="detection",
+    summary="per level the top min(pre_nms_top_n, A_l) anchors by objectness (stable on ties), decoded, clipped to "
+            "the (H, W) image, NMS within the level (IoU > threshold), then all levels by decreasing objectness "
+            "(stable), the first post_nms_top_n; boxes in the deltas' dtype, scores the logits; several levels, "
+            "overlaps across levels, boxes outside a non-square image, IoU at the threshold, equal logits, an "
+            "empty level",
+    forbidden=(CallableWatch(
+        (ForbiddenCallable("torchvision.ops", "nms", "torchvision.ops.nms"),
+         ForbiddenCallable("torchvision.ops", "batched_nms", "torchvision.ops.batched_nms")),
+        slow_hint="one sort per level and your NMS (an endless loop?)"),),
+))
+
+
+# ------------------------------------------------------------------------------------------------
+# yolo_target
+# ------------------------------------------------------------------------------------------------
+def _yolo_structure(got: torch.Tensor, data) -> str | None:
+    """Which part of the target differs: the owning cells, the offsets, the sizes, the other slots, the classes."""
+    expected, B = data["expected"], data["B"]
+    close = torch.isclose(got.to(torch.float64), expected.to(torch.float64), atol=1e-5, rtol=1e-5)
+    owned_got, owned_expected = got[..., 4] > 0.5, expected[..., 4] > 0.5
+    if not torch.equal(owned_got, owned_expected):
+        return ("the cells that hold an object (confidence 1 at [..., 4]) differ: the owner is row "
+                "i = floor(cy / (H / S)), column j = floor(cx / (W / S)), at most S - 1")
+    parts = (("the centre offsets (x, y) at [..., 0:2]", slice(0, 2)), ("the sizes (w, h) at [..., 2:4]", slice(2, 4)),
+             ("the slots b > 0 (the box repeated in every slot)", slice(5, 5 * B)),
+             ("the class one-hot at [..., 5 B:]", slice(5 * B, None)))
+    wrong = [what for what, part in parts if not bool(close[..., part].all())]
+    return ("the owning cells are right, but these differ: " + "; ".join(wrong)) if wrong else None
+
+
+@explainer("yolo_target")
+def _explain_yolo_error(raised, data):
+    if "out of bounds" in raised.message:
+        return ("an index reached S: a centre on the image's right or bottom edge (cx = W) gives floor(cx / (W / S)) "
+                "= S; clamp the cell index to S - 1")
+    return None
+
+
+@verifier("yolo_target")
+def _verify_yolo(outcomes, data, reveal):
+    expected = data["expected"]
+    got = expect_tensor(outcomes[0], shape=expected.shape, name="target")
+    _expect_dtype(got, torch.float32, "target", "the target is float32, whatever the dtype of the boxes")
+    compare(got, expected, atol=1e-5, rtol=1e-5, name="target",
+            diagnose=lambda g: known_mistake(g, data["mistakes"], 1e-5) or _yolo_structure(g, data))
+
+
+register(Exercise(
+    "yolo_target", topic="detection",
+    summary="(S, S, 5 B + C) float32: the cell (floor(cy / (H / S)), floor(cx / (W / S)), clamped to S - 1) that owns "
+            "each centre gets (x, y) offsets in the cell, (w, h) / (W, H), confidence 1 in every one of the B slots "
+            "and the class one-hot; the first object keeps a shared cell; centres on borders, non-square images, "
+            "no boxes",
 ))

@@ -61,6 +61,18 @@ _MAXIMISES = "this assignment MAXIMISES the total cost; the exercise asks for th
 _REDUCE = ("that is what reducing rows and columns and then picking zeros gives: when the zeros hold no "
            "complete assignment, picking zeros is not enough; change the potentials along a shortest "
            "augmenting path (or cover the zeros with lines and shift) instead of taking what is left")
+_RECTANGULAR_REDUCTION = ("the rows and the columns were both reduced although the matrix is not square: along its "
+                         "longer side some rows (or columns) stay unmatched, and subtracting their minimum changes "
+                         "which assignment is cheapest; subtract minima only along the side that is fully matched "
+                         "(the rows of a wide matrix; transpose a tall one first)")
+_EMPTY = ("a matrix with no rows or no columns has nothing to match: return two empty integer arrays before "
+          "anything else (a reduction such as cost.min() fails on an empty array)")
+_INF_RAISES = ("a +inf entry only forbids its own pair: raise ValueError only when no complete assignment avoids "
+               "the +inf entries (no augmenting path reaches a free column at a finite cost), not whenever an "
+               "entry is infinite")
+_INTEGERS = ("this matrix holds integers: if your code solves float matrices, convert the input first "
+             "(cost = np.asarray(cost, dtype=float)); an integer array cannot hold np.inf or fractional potentials "
+             "(np.full_like(cost[0], np.inf) gives a huge negative integer, u -= 0.5 truncates)")
 _WHY_ERROR = {"nan": "a NaN entry makes every comparison False, so no answer can be trusted",
               "minus_inf": "a -inf entry makes the minimum unbounded",
               "infeasible": "no assignment of every row avoids the +inf (forbidden) entries"}
@@ -129,8 +141,12 @@ def _diagnose_assignment(rows, cols, data) -> str | None:
     total = float(cost[rows, cols].sum())
     if data["maximum"] is not None and _close(total, data["maximum"]) and not _close(total, optimum):
         return _MAXIMISES
+    if any(_close(reduced[rows, cols].sum(), best) for reduced, best in data.get("reduced_optima", ())):
+        return _RECTANGULAR_REDUCTION
     if pairs in data["reduce"] or _on_reduced_zeros(pairs, data["reduced_zeros"]):
         return _REDUCE
+    if cost.dtype.kind in "iu":
+        return _INTEGERS
     return None
 
 
@@ -209,6 +225,15 @@ def _verify_error(outcomes, data, reveal):
 @explainer("hungarian_match")
 def _explain_hungarian_error(raised, data):
     text = raised.message.lower()
+    if 0 in tuple(data.get("shape", (1,))):
+        return _EMPTY
+    cost = data.get("cost")
+    if cost is not None and cost.dtype.kind in "iu" and (raised.type_name in ("UFuncTypeError", "OverflowError")
+                                                         or "cast" in text or "integer" in text):
+        return _INTEGERS
+    if raised.type_name == "ValueError" and cost is not None and bool(np.isposinf(cost).any()) \
+            and np.isfinite(data.get("optimum", np.inf)):
+        return _INF_RAISES
     if raised.type_name in ("IndexError", "ValueError") and ("index" in text or "bounds" in text):
         return ("an index went out of range: with a rectangular matrix make sure you loop over the smaller "
                 "dimension (transpose a tall matrix, solve, then swap the result back)")
@@ -246,6 +271,16 @@ def _giou_shape_hint(got: torch.Tensor, shape) -> str:
     return ""
 
 
+def _giou_cause(got: torch.Tensor, data) -> str | None:
+    """The known mistake ``got`` matches: an epsilon first, to 1e-12 (float64 answers only: a small epsilon changes
+    values by less than the 1e-4 that attributes the other mistakes), then the others, to 1e-4."""
+    if got.dtype == torch.float64:
+        cause = known_mistake(got, data.get("epsilon_mistakes", ()), tol=1e-12)
+        if cause:
+            return cause
+    return known_mistake(got, data["mistakes"], tol=1e-4)
+
+
 def _check_giou(got, data, reveal: bool) -> torch.Tensor:
     expected = data["expected"]
     if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape):
@@ -255,8 +290,7 @@ def _check_giou(got, data, reveal: bool) -> torch.Tensor:
     got = expect_tensor(got, shape=expected.shape, dtype=expected.dtype)
     if bool(torch.isnan(got).any()) and not bool(torch.isnan(expected).any()):
         raise Mismatch("your output contains NaN\nlikely cause: " + _NAN_CAUSE)
-    compare(got, expected, **_giou_tol(expected.dtype),
-            diagnose=lambda g: known_mistake(g, data["mistakes"], tol=1e-4))
+    compare(got, expected, **_giou_tol(expected.dtype), diagnose=lambda g: _giou_cause(g, data))
     return got
 
 
@@ -276,6 +310,9 @@ def _verify_giou_symmetry(outcomes, data, reveal):
 
 @explainer("generalized_box_iou")
 def _explain_giou_error(raised, data):
+    if 0 in tuple(data["expected"].shape):
+        return ("boxes1 or boxes2 may be empty (N = 0 or M = 0): the result is then an empty (N, M) tensor; "
+                "broadcasting handles it, while torch.stack of an empty list or a reduction such as .max() fails")
     if "must match the size" in raised.message or "broadcast" in raised.message:
         return ("boxes1 and boxes2 may hold different numbers of boxes: compare every pair by broadcasting "
                 "boxes1[:, None, :] against boxes2[None, :, :] (result (N, M))")
@@ -349,6 +386,9 @@ def _verify_cost(outcomes, data, reveal):
 
 @explainer("detr_matching_cost")
 def _explain_cost_error(raised, data):
+    if data["expected"].shape[1] == 0:
+        return ("K may be 0 (an image without objects): the cost is then an empty (Q, 0) tensor; broadcasting "
+                "pred_boxes[:, None] against tgt_boxes[None] handles it, while torch.stack of an empty list fails")
     if _UNKNOWN_BOXES in raised.message or _NOT_BOXES in raised.message:
         return ("giou_fn takes the predicted and the target boxes as corners: "
                 "giou_fn(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(tgt_boxes)) gives the (Q, K) GIoU")
@@ -375,9 +415,9 @@ def _simple_cost(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, tgt_labels
     for name, value in (("pred_logits", pred_logits), ("pred_boxes", pred_boxes), ("tgt_labels", tgt_labels),
                         ("tgt_boxes", tgt_boxes)):
         if not isinstance(value, torch.Tensor):
-            raise TypeError(f"cost_fn expects torch tensors; {name} is a {type(value).__name__}")
+            raise TypeError(f"{_COST_EXPECTS} torch tensors; {name} is a {type(value).__name__}")
     if pred_logits.ndim != 2 or pred_boxes.ndim != 2 or tgt_boxes.ndim != 2 or tgt_labels.ndim != 1:
-        raise ValueError(f"cost_fn expects ONE image: pred_logits (Q, C), pred_boxes (Q, 4), tgt_labels (K,), "
+        raise ValueError(f"{_COST_EXPECTS} ONE image: pred_logits (Q, C), pred_boxes (Q, 4), tgt_labels (K,), "
                          f"tgt_boxes (K, 4); got shapes {tuple(pred_logits.shape)}, {tuple(pred_boxes.shape)}, "
                          f"{tuple(tgt_labels.shape)}, {tuple(tgt_boxes.shape)}")
     prob = pred_logits.softmax(-1)[:, tgt_labels.long()]
@@ -387,10 +427,10 @@ def _simple_cost(pred_logits: torch.Tensor, pred_boxes: torch.Tensor, tgt_labels
 def _assign_for_student(cost) -> tuple[np.ndarray, np.ndarray]:
     """The assign_fn the checks give to match_batch: scipy's solver, for a 2-D NumPy array only."""
     if not isinstance(cost, np.ndarray):
-        raise TypeError(f"assign_fn takes the cost as a 2-D NumPy array, got a {type(cost).__module__}."
+        raise TypeError(f"{_ASSIGN_TAKES} the cost as a 2-D NumPy array, got a {type(cost).__module__}."
                         f"{type(cost).__name__}: convert it with cost.detach().cpu().numpy()")
     if cost.ndim != 2:
-        raise ValueError(f"assign_fn takes one image's (Q, K) cost matrix, got shape {cost.shape}")
+        raise ValueError(f"{_ASSIGN_TAKES} one image's (Q, K) cost matrix, got shape {cost.shape}")
     from scipy.optimize import linear_sum_assignment  # imported when used: scipy takes a while to load
     return linear_sum_assignment(cost)
 
@@ -399,21 +439,35 @@ _JOINT = ("one assignment was solved for the whole batch, so predictions of one 
           "another: build and solve each image's (Q, K_i) cost matrix on its own")
 
 
+def _index_tensor(value, name: str) -> torch.Tensor:
+    """An int64 tensor of indices; an empty one of another dtype is named (torch.tensor([]) is float32)."""
+    try:
+        return expect_tensor(value, dtype=torch.int64, name=name)
+    except Mismatch as exc:
+        if isinstance(value, torch.Tensor) and value.numel() == 0:
+            raise Mismatch(f"{exc}\nlikely cause: an image without targets gets two EMPTY INT64 tensors, "
+                           "torch.zeros(0, dtype=torch.int64); torch.tensor([]) is float32") from None
+        raise
+
+
 def _matched_pairs(out, data, reveal: bool) -> list[list]:
     """The sorted (pred, tgt) pairs of each image, after checking the structure of the result."""
     images = len(data["sizes"])
     if not isinstance(out, (list, tuple)) or len(out) != images:
         length = f" of length {len(out)}" if isinstance(out, (list, tuple)) and reveal else ""
+        skipped = isinstance(out, (list, tuple)) and len(out) == sum(1 for k in data["sizes"] if k)
         raise Mismatch(f"return a list with one (pred_idx, tgt_idx) pair per image{f' ({images})' if reveal else ''}; "
-                       f"got {type(out).__name__}{length}")
+                       f"got {type(out).__name__}{length}"
+                       + ("\nlikely cause: an image without targets was skipped; it must still get its pair of two "
+                          "empty int64 tensors, so that entry i belongs to image i" if skipped else ""))
     pairs = []
     for i, item in enumerate(out):
         where = f" of image {i}" if reveal else ""
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise Mismatch((f"entry {i}" if reveal else "each entry") + " must be a pair (pred_idx, tgt_idx), got "
                            f"{type(item).__name__}")
-        pred_idx = expect_tensor(item[0], dtype=torch.int64, name="pred_idx" + where)
-        tgt_idx = expect_tensor(item[1], dtype=torch.int64, name="tgt_idx" + where)
+        pred_idx = _index_tensor(item[0], "pred_idx" + where)
+        tgt_idx = _index_tensor(item[1], "tgt_idx" + where)
         if pred_idx.ndim != 1 or pred_idx.shape != tgt_idx.shape:
             raise Mismatch((f"image {i}: " if reveal else "") + "pred_idx and tgt_idx must be 1-D of the same length"
                            + (f", got shapes {tuple(pred_idx.shape)} and {tuple(tgt_idx.shape)}" if reveal else ""))
@@ -447,8 +501,18 @@ def _verify_batch(outcomes, data, reveal):
             raise Mismatch(f"{shown}\nlikely cause: {_batch_cause(got, i, data)}")
 
 
+_ASSIGN_TAKES = "assign_fn takes"
+_COST_EXPECTS = "cost_fn expects"
+
+
 @explainer("match_batch")
 def _explain_batch_error(raised, data):
+    if _ASSIGN_TAKES in raised.message:
+        return ("assign_fn takes the cost as a 2-D NumPy array: convert it with cost.detach().cpu().numpy() "
+                "(the checks' assign_fn refuses a torch tensor)")
+    if _COST_EXPECTS in raised.message:
+        return ("cost_fn takes ONE image: cost_fn(pred_logits[i], pred_boxes[i], labels_i, boxes_i), with "
+                "pred_logits[i] (Q, C) and pred_boxes[i] (Q, 4)")
     if 0 in data["sizes"]:
         return ("this batch has an image without targets: give it two empty int64 tensors "
                 "(torch.zeros(0, dtype=torch.int64)) instead of building a cost matrix")

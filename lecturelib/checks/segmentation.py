@@ -6,6 +6,8 @@ answer matches, and check properties that need no answer (linearity, adjointness
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -33,19 +35,47 @@ _UPSAMPLING = (
 # ------------------------------------------------------------------------------------------------
 # Unpooling
 # ------------------------------------------------------------------------------------------------
-@verifier("unpool")
-@verifier("max_unpool")
-def _verify_unpool(outcomes, data, reveal):
-    expected = data["expected"]
-    got = expect_tensor(outcomes[0], shape=expected.shape, dtype=expected.dtype)
-    compare(got, expected, diagnose=lambda g: known_mistake(g, data["mistakes"]))
+_UNPOOL_SHAPES = {  # why an unpooled output has the wrong shape (worded without the case's sizes)
+    "unpool": "the output is (N, C, H * scale, W * scale): scale both the height and the width, and keep N and C",
+    "max_unpool": ("the output is (N, C, H, W) with (H, W) = output_size: use output_size, not h * k (pooling drops "
+                   "the last row or column when H or W is not a multiple of the window)"),
+}
+
+
+def _unpool_verifier(kind: str):
+    """The verifier of one kind of unpooling: shape (with its likely cause), dtype, then values."""
+    def verify(outcomes, data, reveal):
+        expected, got = data["expected"], outcomes[0]
+        if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape):
+            shown = (f"output has shape {tuple(got.shape)}; expected {tuple(expected.shape)}" if reveal
+                     else "output has the wrong shape")
+            raise Mismatch(f"{shown}\nlikely cause: {_UNPOOL_SHAPES[kind]}")
+        got = expect_tensor(got, shape=expected.shape, dtype=expected.dtype)
+        compare(got, expected, diagnose=lambda g: known_mistake(g, data["mistakes"]))
+    return verify
+
+
+verifier("unpool")(_unpool_verifier("unpool"))
+verifier("max_unpool")(_unpool_verifier("max_unpool"))
+
+_FLAT_INDEX = ("indices are flat positions in the output plane: row = index // W_out, column = index % W_out "
+               "with W_out the width of the output, not of the pooled map")
 
 
 @explainer("max_unpool")
 def _explain_max_unpool_error(raised, data):
-    if "index" in raised.message.lower() or "bounds" in raised.message.lower():
-        return ("indices are flat positions in the output plane: row = index // W_out, column = index % W_out "
-                "with W_out the width of the output, not of the pooled map")
+    """An index out of range is a wrong decoding (W_out) or an output plane of the wrong size (output_size):
+    the size in torch's message tells them apart (compared, never shown)."""
+    message = raised.message.lower()
+    if "dtype" in message:
+        return ("the output and the pooled values have different dtypes: create the output with the dtype of x "
+                "(x.new_zeros(...) or torch.zeros(..., dtype=x.dtype))")
+    size = re.search(r"with size (\d+)", message)
+    plane = int(np.prod(tuple(data["expected"].shape[-2:])))
+    if size and int(size.group(1)) not in (plane, data["expected"].numel()):
+        return _UNPOOL_SHAPES["max_unpool"]
+    if "index" in message or "bounds" in message:
+        return _FLAT_INDEX
     return None
 
 
@@ -75,6 +105,10 @@ register(Exercise(
 @verifier("conv_transpose_output_size")
 def _verify_output_size(outcomes, data, reveal):
     for (h, k, s, p), want, mistakes, got in zip(data["settings"], data["expected"], data["mistakes"], outcomes):
+        if isinstance(got, float) or (isinstance(got, torch.Tensor) and got.is_floating_point()):
+            # expect_number would quote the value, which in a hidden case is the answer
+            raise Mismatch("the output size is a float" + (f" ({got!r})" if reveal else "")
+                           + "; return an int (the formula has only integer operations)")
         got = expect_number(got, integer=True, name="the output size")
         if got != want:
             where = (f"conv_transpose_output_size({h}, kernel_size={k}, stride={s}, padding={p}) "
@@ -92,12 +126,20 @@ register(Exercise(
 # ------------------------------------------------------------------------------------------------
 # Transposed convolution
 # ------------------------------------------------------------------------------------------------
-def _shape_cause(got_shape, data) -> str:
-    """Why an output has the wrong shape, from the shapes that known mistakes give."""
+_EMPTY_CROP = ("the output is empty along the height or width: a crop written full[..., p:-p] is empty when "
+               "p = 0 (the slice 0:-0 is 0:0); crop with full[..., p:H_full - p, p:W_full - p]")
+_SIZE_RULE = ("the output size must be H_out = (H_in - 1) * stride - 2 * padding + kH (likewise W_out): the full "
+              "output, (H_in - 1) * stride + kH, with `padding` rows and columns cropped from each side")
+
+
+def _shape_cause(got_shape, data) -> str | None:
+    """Why an output has the wrong shape, from the shapes that known mistakes give (None: not recognised)."""
     want = tuple(data["expected"].shape)
     if len(got_shape) != 4:
         return f"the output must be 4-D (N, C_out, H_out, W_out) = {want}" if revealing() else \
             "the output must be 4-D (N, C_out, H_out, W_out)"
+    if 0 in got_shape[2:]:
+        return _EMPTY_CROP
     if got_shape[1] != want[1] and got_shape[1] == data["c_in"]:
         return ("the output has C_in channels: the weight of a transposed convolution is (C_in, C_out, kH, kW), "
                 "the opposite of conv2d's (C_out, C_in, kH, kW); C_in and C_out axes of the weight look swapped")
@@ -106,20 +148,24 @@ def _shape_cause(got_shape, data) -> str:
     for size, cause in data["size_mistakes"]:
         if tuple(size) == tuple(got_shape[2:]) != want[2:]:
             return cause
-    return "H_out = (H_in - 1) * stride - 2 * padding + kH (and likewise W_out)"
+    return None
 
 
 def _overlap_cause(got, data) -> str | None:
-    """Right where one kernel copy lands, wrong where copies overlap: contributions were overwritten."""
+    """Right at every output position that one kernel copy reaches, wrong only where several copies overlap:
+    contributions were overwritten. Needs positions of both kinds (with none reached by one copy alone, any
+    error would fit)."""
     expected, copies = data["expected"].to(torch.float64), data["copies"]
     err = (got.to(torch.float64) - expected).abs() > 1e-5 * (1 + expected.abs())
     single, overlap = copies == 1, copies > 1
-    if bool(overlap.any()) and not bool(err[..., single].any()) and bool(err[..., overlap].any()):
-        where = f" ({int(overlap.sum())} of the {copies.numel()} output pixels get several copies here)" \
-            if revealing() else ""
-        return (f"values are right where one kernel copy lands but wrong where copies overlap{where}: "
-                "overlapping contributions must be summed (+=), not overwritten")
-    return None
+    if not (bool(single.any()) and bool(overlap.any())):
+        return None
+    if bool(err[..., single].any()) or not bool(err[..., overlap].any()):
+        return None
+    where = (f" (here {int(overlap.sum())} of the {copies.numel()} output positions receive several copies, and "
+             "every wrong entry is at one of them)") if revealing() else ""
+    return (f"values are right where one kernel copy lands but wrong where copies overlap{where}: "
+            "overlapping contributions must be summed (+=), not overwritten")
 
 
 def _conv_transpose_diagnosis(got, data) -> str | None:
@@ -132,7 +178,8 @@ def _check_output(got, data):
     if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape):
         shown = f"output has shape {tuple(got.shape)}; expected {tuple(expected.shape)}" if revealing() \
             else "output has the wrong shape"
-        raise Mismatch(f"{shown}\nlikely cause: {_shape_cause(tuple(got.shape), data)}")
+        cause = _shape_cause(tuple(got.shape), data)
+        raise Mismatch(f"{shown}\n" + (f"likely cause: {cause}" if cause else _SIZE_RULE))
     got = expect_tensor(got, shape=expected.shape, dtype=expected.dtype)
     compare(got, expected, diagnose=lambda g: _conv_transpose_diagnosis(g, data))
     return got
@@ -169,6 +216,11 @@ def _verify_adjoint(outcomes, data, reveal):
 @explainer("conv_transpose2d")
 def _explain_conv_transpose_error(raised, data):
     c_in, c_out = data["weight_shape"][:2]
+    # "The size of tensor a (W_out) must match the size of tensor b (C_out) at non-singleton dimension 3"
+    bias = re.search(r"size of tensor b \((\d+)\) at non-singleton dimension (\d+)", raised.message)
+    if bias and int(bias.group(1)) == c_out and int(bias.group(2)) != 1:
+        return ("the bias was added along the last axis (the width): a plain `out + bias` lines bias up with the "
+                "last axis; add it per output channel with bias.view(1, -1, 1, 1)")
     if c_in != c_out and any(word in raised.message for word in ("size", "shape", "match", "broadcast", "channels")):
         return ("the weight of a transposed convolution is (C_in, C_out, kH, kW), the opposite of conv2d's "
                 "(C_out, C_in, kH, kW): if your code reads it the conv2d way, the C_in and C_out axes of the "
@@ -207,6 +259,8 @@ def _verify_mean_iou(outcomes, data, reveal):
                        + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
     expected_iou, expected_miou = data["expected_iou"], data["expected_miou"]
     iou = expect_tensor(out[0], shape=expected_iou.shape, floating=True, name="iou_per_class")
+    if isinstance(out[1], torch.Tensor):  # the spec asks for a Python float (expect_number takes 0-d tensors)
+        raise Mismatch("miou is a torch.Tensor; return it as a Python float: float(...) or .item()")
     miou = expect_number(out[1], name="miou")
     compare(iou, expected_iou, atol=1e-6, rtol=1e-6, name="iou_per_class", diagnose=lambda g: _mean_iou_cause(g, data))
     if not abs(miou - expected_miou) <= 1e-6:
@@ -214,6 +268,14 @@ def _verify_mean_iou(outcomes, data, reveal):
                 if miou != miou else "mIoU is the mean of the per-class IoUs that are not NaN")
         shown = f": expected {expected_miou:.6g}, got {miou:.6g}" if reveal else ""
         raise Mismatch(f"miou is wrong{shown}\nlikely cause: {hint}")
+
+
+@explainer("mean_iou")
+def _explain_mean_iou_error(raised, data):
+    if "invalid for input of size" in raised.message:
+        return ("torch.bincount returns max(input) + 1 bins: pass minlength=num_classes ** 2, so the confusion "
+                "matrix has a row and a column for every class, also when the last classes do not occur")
+    return None
 
 
 register(Exercise(

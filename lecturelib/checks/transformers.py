@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .core import (Exercise, ForbiddenOp, Mismatch, Raised, TorchFunctionWatch, compare, expect_raises,
-                   expect_tensor, explainer, known_mistake, matches, register, verifier)
+                   expect_tensor, explainer, known_mistake, matches, register, revealing, verifier)
 
 _NORMS = (
     TorchFunctionWatch(((F.rms_norm, "F.rms_norm / nn.RMSNorm"), (torch.rms_norm, "torch.rms_norm"),
@@ -35,6 +35,20 @@ _UNFOLD = (ForbiddenOp("im2col", "F.unfold / nn.Unfold (write the reshape and pe
 def _tolerance(dtype, atol=1e-5, rtol=1e-5) -> dict:
     """compare's defaults in float64; float32 results of the same formula differ by rounding."""
     return {} if dtype == torch.float64 else {"atol": atol, "rtol": rtol}
+
+
+def _closest_mistake(got, mistakes, tol: float = 1e-5) -> str | None:
+    """The cause of the known mistake nearest to ``got`` among those within ``tol`` of it: two mistakes can agree
+    to ``tol`` on ordinary inputs (eps inside or outside the root, exact or tanh GELU), and the nearest is the one
+    made (``known_mistake`` would name the first listed)."""
+    best = None
+    for output, cause in mistakes:
+        if not (isinstance(output, torch.Tensor) and matches(got, output, tol)):
+            continue
+        err = float((got.to(torch.float64) - output.to(torch.float64)).abs().max()) if got.numel() else 0.0
+        if best is None or err < best[0]:
+            best = (err, cause)
+    return best[1] if best else None
 
 
 def _expect_value_error(outcome, mentioning: str, reveal: bool) -> None:
@@ -130,11 +144,27 @@ register(Exercise(
 # ------------------------------------------------------------------------------------------------
 # rms_norm
 # ------------------------------------------------------------------------------------------------
+_KEEPDIM = ("reduce with keepdim=True: x.pow(2).mean(-1, keepdim=True) keeps the reduced axis with size 1, so it "
+            "broadcasts against x (..., D); without keepdim that axis is gone and the division lines up the wrong "
+            "axes")
+
+
 def _check_rms(got, data):
     expected = data["expected"]
+    if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape):
+        shown = (f"output has shape {tuple(got.shape)}; expected {tuple(expected.shape)}" if revealing()
+                 else "output has the wrong shape")
+        raise Mismatch(f"{shown} (the shape of x)\nlikely cause: {_KEEPDIM}")
     got = expect_tensor(got, shape=expected.shape, dtype=expected.dtype)
-    compare(got, expected, diagnose=lambda g: known_mistake(g, data["mistakes"]), **_tolerance(expected.dtype))
+    compare(got, expected, diagnose=lambda g: _closest_mistake(g, data["mistakes"]), **_tolerance(expected.dtype))
     return got
+
+
+@explainer("rms_norm")
+def _explain_rms_error(raised, data):
+    if "must match the size" in raised.message:
+        return _KEEPDIM
+    return None
 
 
 @verifier("rms_norm:value")
@@ -172,7 +202,7 @@ register(Exercise(
 def _verify_swiglu(outcomes, data, reveal):
     expected = data["expected"]
     got = expect_tensor(outcomes[0], shape=expected.shape, dtype=expected.dtype)
-    compare(got, expected, diagnose=lambda g: known_mistake(g, data["mistakes"]), **_tolerance(expected.dtype))
+    compare(got, expected, diagnose=lambda g: _closest_mistake(g, data["mistakes"]), **_tolerance(expected.dtype))
 
 
 @explainer("swiglu")
@@ -200,7 +230,7 @@ def _unpack_routing(out, t, k):
                        + (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
                           else f"a {type(out).__name__}"))
     indices = expect_tensor(out[0], name="expert_indices")
-    if indices.is_floating_point() or indices.dtype == torch.bool:
+    if indices.dtype != torch.int64:  # the spec's dtype, not the input's: say it (it reveals nothing)
         raise Mismatch(f"expert_indices has dtype {indices.dtype}; expected torch.int64 (what topk / argsort return)")
     indices = expect_tensor(indices, shape=(t, k), dtype=torch.int64, name="expert_indices")
     weights = expect_tensor(out[1], shape=(t, k), floating=True, name="gate_weights")
@@ -243,8 +273,17 @@ def _verify_routing(outcomes, data, reveal):
     if bool((chosen.diff(dim=-1) > 0).any()):
         raise Mismatch("the right experts, but not in order: list them by decreasing logit (largest first), as "
                        "torch.topk does")
-    compare(weights, data["expected"], name="gate_weights", diagnose=lambda g: known_mistake(g, data["mistakes"]),
-            **_tolerance(logits.dtype, atol=1e-6))
+    compare(weights, data["expected"], name="gate_weights",
+            diagnose=lambda g: _closest_mistake(g, data["mistakes"]), **_tolerance(logits.dtype, atol=1e-6))
+
+
+@explainer("top_k_routing")
+def _explain_routing_error(raised, data):
+    top, logits = data.get("top"), data.get("logits")
+    if raised.type_name == "ValueError" and top is not None and top.shape[1] == logits.shape[1]:
+        return ("k = E is allowed (every expert is chosen, largest logit first): raise ValueError only when k is "
+                "larger than the number of experts")
+    return None
 
 
 @verifier("top_k_routing:error")
@@ -278,7 +317,7 @@ def _verify_balance_loss(outcomes, data, reveal):
         shown = f"the loss has shape {tuple(got.shape)}" if reveal else f"the loss has {got.ndim} dimension(s)"
         raise Mismatch(f"{shown}; expected a 0-d tensor (a scalar): sum over the experts")
     got = expect_tensor(got, shape=(), dtype=expected.dtype, name="the loss")
-    compare(got, expected, name="the loss", diagnose=lambda g: known_mistake(g, data["mistakes"], tol=1e-6),
+    compare(got, expected, name="the loss", diagnose=lambda g: _closest_mistake(g, data["mistakes"], tol=1e-6),
             **_tolerance(expected.dtype))
 
 

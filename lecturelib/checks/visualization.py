@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .core import (Exercise, Mismatch, Raised, compare, expect_raises, expect_tensor, explainer, known_mistake,
-                   register, revealing, verifier)
+                   register, revealing, verifier, what_differs)
 from .runner import module_state
 
 
@@ -182,8 +182,12 @@ def _verify_cam_gap_identity(outcomes, data, reveal):
         shown = (f": mean of your map + bias = {mean_plus_bias.tolist()}, class scores = {data['scores'].tolist()}"
                  if reveal else "")
         cause = known_mistake(got, data["mistakes"], _tol(got))
+        expected = data["expected"].to(torch.float64)
+        pattern = None if cause else what_differs(got.to(torch.float64), expected,
+                                                  torch.isclose(got.to(torch.float64), expected))
         raise Mismatch("the spatial mean of the map plus the bias is not the class score of the GAP + linear "
-                       "model" + shown + (f"\nlikely cause: {cause}" if cause else ""))
+                       "model" + shown + (f"\nlikely cause: {cause}" if cause else "")
+                       + (f"\nwhat differs: {pattern}" if pattern else ""))
     _compare_map(got, data)
 
 

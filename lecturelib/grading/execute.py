@@ -21,13 +21,16 @@ nbgrader (sanitize) has already cleared outputs and restored every locked and te
 from __future__ import annotations
 
 import ast
+import asyncio
 import copy
 import json
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 from jupyter_core.utils import run_sync
@@ -183,16 +186,25 @@ class SandboxRun:
     def over_budget(self) -> bool:
         return time.monotonic() > self.deadline
 
-    def run(self, collectors: list[Collector]) -> dict[str, dict]:
-        """Run every code cell, then every collector; returns the collectors' replies by key."""
+    def run(self, prepare: Callable[[], list[Collector]]) -> tuple[list[Collector], dict[str, dict]]:
+        """Run every code cell, then every collector; returns the collectors and their replies by key.
+
+        ``prepare`` (write the visible cases, build the collectors) runs in a thread while the first kernel
+        starts: the two overlap (measured: about 0.5 s of a 7.6 s segmentation submission)."""
         try:
-            return run_sync(self._run)(collectors)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                prepared = pool.submit(prepare)
+                try:
+                    replies = run_sync(self._run)(prepared)
+                finally:
+                    prepared.result()   # never leave the thread running; re-raises what prepare raised
+                return prepared.result(), replies
         finally:
             self.audit.close()
 
-    async def _run(self, collectors: list[Collector]) -> dict[str, dict]:
+    async def _run(self, prepared: Future) -> dict[str, dict]:
         replies: dict[str, dict] = {}
-        pending = list(collectors)
+        pending: list[Collector] | None = None
         while True:
             km = SandboxKernelManager(self.work, self.limits, self.course_roots, self.audit.write_fd)
             client = NotebookClient(self.nb, km=km, timeout=self.limits.cell_timeout, allow_errors=True,
@@ -200,6 +212,8 @@ class SandboxRun:
                                     resources={"metadata": {"path": str(self.work.submission)}})
             try:
                 async with client.async_setup_kernel():
+                    if pending is None:              # the visible cases must be in place before any cell runs
+                        pending = list(await asyncio.wrap_future(prepared))
                     if await self._run_cells(client):
                         continue                     # a cell killed the kernel: start again without it
                     while pending:
@@ -216,7 +230,7 @@ class SandboxRun:
                 self.restarts += 1
             if self.restarts > self.limits.max_restarts or self.over_budget():
                 why = "too many kernel crashes" if not self.over_budget() else "the notebook's time budget ran out"
-                for collector in pending:
+                for collector in pending if pending is not None else prepared.result():
                     replies[collector.key] = {"status": "error", "ename": "Crashed", "evalue": why}
                 return replies
 
@@ -380,8 +394,11 @@ def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Pa
     try:
         refused = copy_submission(Path(submission_dir), work.submission)
         graded = _graded_cells(nb)
-        _write_visible(graded, work.root / "visible")
-        collectors = _collectors(graded, student, secret)
+
+        def prepare() -> list[Collector]:
+            _write_visible(graded, work.root / "visible")
+            return _collectors(graded, student, secret)
+
         findings = scan.scan(scan.student_cells(nb, source_nb or nbformat.v4.new_notebook()))
 
         runnable = copy.deepcopy(nb)
@@ -389,7 +406,7 @@ def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Pa
             runnable.cells[gc.index].source = visible_source(nb.cells[gc.index].source)
         started = time.monotonic()
         run = SandboxRun(runnable, work, limits, course_roots, log)
-        replies = run.run(collectors)
+        collectors, replies = run.run(prepare)
         seconds = time.monotonic() - started
 
         # Outputs of every non-test cell come from the sandbox run (untrusted, for display only).

@@ -5,6 +5,10 @@ timed out, crashed, memory limit, flagged, refused files, error, ...), ``needs_m
 was repaired or refused, and why a submission was flagged), from the JSON reports that ``IsolatedExecute`` and the
 launcher (``lecturelib.course``) write. Every text field is escaped against formula injection: a spreadsheet
 opening the file must not run ``=HYPERLINK(...)`` from a student id or a note.
+
+Written questions (Markdown answer cells with points, graded by a TA in formgrader) read ``needs manual grade``
+until the TA has given them a score; a written answer left as handed out ("YOUR ANSWER HERE") is scored 0 by
+nbgrader itself. The notes then name the answers still to grade. Autograded cells keep their scores either way.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from nbgrader.plugins import ExportPlugin
 from traitlets import Unicode
 
 FIELDS = ["student", "assignment", "score", "max_score", "status", "needs_manual_grade", "notes"]
+#: What a written answer's column holds until a TA has graded it in formgrader.
+NEEDS_MANUAL_GRADE = "needs manual grade"
 
 
 def spreadsheet_safe(value):
@@ -65,7 +71,7 @@ class GradesCsv(ExportPlugin):
         for assignment in gradebook.assignments:
             if self.assignment and assignment.name not in self.assignment:
                 continue
-            columns[assignment.name] = [(nb.name, cell.name, cell.max_score)
+            columns[assignment.name] = [(nb.name, cell.name, cell.max_score, cell.cell_type == "markdown")
                                         for nb in assignment.notebooks for cell in nb.grade_cells]
         pairs = {(s.id, a) for s in gradebook.students for a in columns}
         root = Path(self.report_root)
@@ -85,7 +91,7 @@ class GradesCsv(ExportPlugin):
             rows.append(self._row(gradebook, student, assignment, columns[assignment], submission, found))
         fields = list(FIELDS)
         for cells in columns.values():
-            fields += [cell for _, cell, _ in cells if cell not in fields]
+            fields += [cell for _, cell, _, _ in cells if cell not in fields]
         with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, restval="")
             writer.writeheader()
@@ -98,11 +104,21 @@ class GradesCsv(ExportPlugin):
         row = {"student": student, "assignment": assignment, "status": status, "notes": notes,
                "max_score": sum(c[2] for c in cells)}
         if submission is None:
-            return {**row, "score": 0.0, "needs_manual_grade": True, **{cell: 0.0 for _, cell, _ in cells}}
+            return {**row, "score": 0.0, "needs_manual_grade": True, **{cell: 0.0 for _, cell, _, _ in cells}}
         row.update(score=submission.score, needs_manual_grade=submission.needs_manual_grade)
-        for nb_name, cell, _ in cells:
+        to_grade = []
+        for nb_name, cell, _, written in cells:
             try:
-                row[cell] = gradebook.find_grade(cell, nb_name, assignment, student).score
+                grade = gradebook.find_grade(cell, nb_name, assignment, student)
             except MissingEntry:
                 row[cell] = 0.0
+                continue
+            if written and grade.manual_score is None and grade.auto_score is None:
+                row[cell] = NEEDS_MANUAL_GRADE       # answered, not graded yet (its points are not in the score)
+                to_grade.append(cell)
+            else:
+                row[cell] = grade.score
+        if to_grade:
+            note = f"written answers to grade in formgrader: {', '.join(to_grade)}"
+            row["notes"] = f"{row['notes']} | {note}" if row["notes"] else note
         return row

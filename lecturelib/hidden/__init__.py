@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..train import one_thread
 from ..checks.core import EXERCISES, Case, NotPlainData, Raised, quiet, sanitize, seeded
 
 __all__ = ["build", "visible_bytes", "write_visible", "mistake_outputs", "topics"]
@@ -58,7 +59,9 @@ def build(name: str, suite: str, student: str | None = None, secret: str | None 
         specs = [{**spec, "seed": personal_seed(secret, student, name, spec["seed"])}
                  if isinstance(spec, dict) and isinstance(spec.get("seed"), int) else spec for spec in specs]
     reveal = suite == "visible"
-    with quiet(), seeded(0):
+    # One thread: the cases' tensors are tiny, and on a loaded machine OpenMP's threads wait for each other
+    # (conv_transpose2d's hidden cases took 0.5-1.4 s with 2 threads at load 6 on 2 cores, 0.02-0.08 s with one).
+    with quiet(), seeded(0), one_thread():
         cases = list(module.BUILDERS[name](specs, reveal))
     for i, case in enumerate(cases, 1):
         case.reveal = reveal

@@ -154,11 +154,18 @@ def _delta_call(first, second, spec, dtype) -> Call:
     return Call(*args, weights=_weights_of(spec)) if "weights" in spec else Call(*args)
 
 
+_RCNN_DEFAULT = ("the default weights are (1, 1, 1, 1) (the RPN's); (10, 10, 5, 5) are the RoI heads' weights, "
+                 "passed explicitly when wanted")
+
+
 def _delta_data(oracle, bugs, first, second, spec) -> dict:
-    """The expected output (in the case's dtype) and the outputs of the known bugs (float64)."""
+    """The expected output (in the case's dtype) and the outputs of the known bugs (float64); where the call
+    passes no weights, also the output of a default of (10, 10, 5, 5)."""
     weights = _weights_of(spec)
-    return {"expected": torch.from_numpy(oracle(first, second, weights)).to(dtype_of(spec)),
-            "mistakes": mistake_outputs(_variants(oracle, bugs), first, second, weights)}
+    mistakes = mistake_outputs(_variants(oracle, bugs), first, second, weights)
+    if "weights" not in spec:
+        mistakes += mistake_outputs([(oracle, _RCNN_DEFAULT)], first, second, (10.0, 10.0, 5.0, 5.0))
+    return {"expected": torch.from_numpy(oracle(first, second, weights)).to(dtype_of(spec)), "mistakes": mistakes}
 
 
 def _encode_cases(specs, reveal):
@@ -224,14 +231,18 @@ def _anchors_oracle(feature_size, stride, sizes, ratios, variant: str = "") -> n
         ws, hs = (sizes[:, None] * w_ratios[None, :]).ravel(), (sizes[:, None] * h_ratios[None, :]).ravel()
     else:
         ws, hs = (w_ratios[:, None] * sizes[None, :]).ravel(), (h_ratios[:, None] * sizes[None, :]).ravel()
+    if variant == "hw_swapped":
+        height, width = width, height
     half = 1.0 if variant == "no_half" else 0.5
     cell = np.stack([-ws, -hs, ws, hs], axis=1) * half
     if variant == "half_up":
         cell = np.floor(cell + 0.5)
+    elif variant == "truncated":
+        cell = np.trunc(cell)
     elif variant != "not_rounded":
         cell = np.round(cell)
     step = 1.0 if variant == "no_stride" else float(stride)
-    offset = 0.5 * stride if variant == "half_cell" else 0.0
+    offset = {"half_cell": 0.5 * stride, "from_one": float(stride)}.get(variant, 0.0)
     ys, xs = np.arange(height) * step + offset, np.arange(width) * step + offset
     if variant == "xy_swapped":
         xx, yy = np.meshgrid(xs, ys, indexing="ij")        # x outer, y inner
@@ -265,6 +276,11 @@ _ANCHOR_BUGS = (
                 "side of the centre)"),
     ("no_sqrt", "h = size * ratio and w = size / ratio changes the area; take square roots (h = size sqrt(ratio), "
                 "w = size / sqrt(ratio)) so that every anchor has area about size^2"),
+    ("truncated", "the cell anchors were truncated towards zero (int(), .long(), .int()): round them with "
+                  "torch.round (12.7 -> 13, halves to the even integer)"),
+    ("hw_swapped", "feature_size is (H, W), height first: the grid has H rows (y) and W columns (x)"),
+    ("from_one", "the locations are numbered from 1: location (0, 0) sits at (0, 0) in image pixels, location "
+                 "(x, y) at (x * stride, y * stride)"),
 )
 
 
@@ -293,11 +309,17 @@ def _labels_oracle(anchors, gt, high, low, allow_low_quality, variant: str = "")
     """(labels, matched) in NumPy; ``variant`` names a known bug."""
     n = len(anchors)
     if len(gt) == 0:
-        return np.zeros(n, np.int64), np.full(n, -1, np.int64)
+        return np.full(n, -1 if variant == "empty_ignored" else 0, np.int64), np.full(n, -1, np.int64)
     iou = _iou_matrix(np.asarray(gt, np.float64), np.asarray(anchors, np.float64))   # (G, N)
     best, matched = iou.max(0), iou.argmax(0)
+    if variant == "last_on_ties":
+        matched = len(gt) - 1 - iou[::-1].argmax(0)
     neg, ign = (-1, 0) if variant == "swapped_values" else (0, -1)
     labels = np.full(n, ign, np.int64)
+    if variant == "low_quality_first":        # the thresholds applied after the low-quality step overwrite it
+        labels = _labels_oracle(anchors, gt, high, low, allow_low_quality)[0]
+        labels[best < low], labels[best >= high] = 0, 1
+        return labels, matched
     labels[(best <= low) if variant == "low_inclusive" else (best < low)] = neg
     labels[(best > high) if variant == "strict_high" else (best >= high)] = 1
     if (allow_low_quality or variant == "flag_ignored") and variant != "no_low_quality":
@@ -326,11 +348,31 @@ _LABEL_BUGS = (
     ("strict_high", "an anchor with IoU exactly `high` must be positive (IoU >= high), not ignored"),
     ("low_inclusive", "an anchor with IoU exactly `low` is ignored (low <= IoU < high), not negative"),
     ("swapped_values", "the label values are swapped: 1 positive, 0 negative (background), -1 ignored"),
+    ("low_quality_first", "the low-quality positives were set first and the thresholds then overwrote them: apply "
+                          "the thresholds first, the low-quality matches last"),
+    ("empty_ignored", "without ground-truth boxes every anchor is negative (label 0), not ignored, and matched is "
+                      "all -1"),
 )
 
 
 _OWN_GT = ("a low-quality positive keeps its own best box (the highest IoU over the boxes), not the box for which "
            "it was the best anchor: matched = IoU argmax over the boxes")
+_LAST_ON_TIES = ("an anchor with the same IoU with two boxes was matched to the later one: matched is the first "
+                 "box on ties (argmax; in a loop, replace the best only when IoU > best, not >=)")
+
+
+def _merge_equal(mistakes: list) -> list:
+    """Known mistakes whose outputs coincide on a case become one entry naming each cause: either may be the
+    student's (the low-quality step missing and overwritten by the thresholds look alike when every low-quality
+    positive is below `low`)."""
+    merged: list = []
+    for output, cause in mistakes:
+        same = next((k for k, (o, _) in enumerate(merged) if np.array_equal(o, output)), None)
+        if same is None:
+            merged.append((output, cause))
+        else:
+            merged[same] = (merged[same][0], f"{merged[same][1]}; or: {cause}")
+    return merged
 
 
 def _label_part(variant: str, part: int):
@@ -379,12 +421,23 @@ def _cross_input(spec):
     return anchors, gt, "an anchor that is one box's best match but overlaps another box more"
 
 
+def _box_ties_input(spec):
+    """Anchors with the same IoU (>= high, or the best for a box) with two boxes: matched is the first box."""
+    # anchor 0 ties two boxes at 0.75 (neither's best anchor: anchors 4 and 5 are the boxes themselves); anchor 1
+    # ties boxes 2 and 3 at 0.5, a low-quality positive for both
+    anchors = np.array([[0, 0, 4, 4], [10, 0, 14, 4], [30, 30, 34, 34], [20, 0, 24, 4], [0, 0, 4, 3], [0, 1, 4, 4]],
+                       np.float64)
+    gt = np.array([[0, 0, 4, 3], [0, 1, 4, 4], [10, 0, 12, 4], [12, 0, 14, 4], [21, 0, 25, 4]], np.float64)
+    return anchors, gt, "anchors with the same IoU with two boxes"
+
+
 def _empty_labels_input(spec):
     return _anchors_oracle((2, 2), 16, (16,), (1.0,)), np.zeros((0, 4)), "no ground-truth boxes"
 
 
 _LABEL_INPUTS = {"random": _random_labels_input, "thresholds": _thresholds_input, "ties": _ties_input,
-                 "far_gt": _far_gt_input, "cross": _cross_input, "empty": _empty_labels_input}
+                 "far_gt": _far_gt_input, "cross": _cross_input, "box_ties": _box_ties_input,
+                 "empty": _empty_labels_input}
 
 
 def _label_cases(specs, reveal):
@@ -399,13 +452,14 @@ def _label_cases(specs, reveal):
         args = (anchors, gt, high, low, allow)
         labels, matched = _labels_oracle(*args)
         data = {"labels": labels, "matched": matched,
-                "mistakes": mistake_outputs([(_label_part(v, 0), cause) for v, cause in _LABEL_BUGS], *args),
-                "matched_mistakes": mistake_outputs([(_label_part("matched_to_own_gt", 1), _OWN_GT)], *args),
+                "mistakes": _merge_equal(mistake_outputs([(_label_part(v, 0), c) for v, c in _LABEL_BUGS], *args)),
+                "matched_mistakes": mistake_outputs([(_label_part("matched_to_own_gt", 1), _OWN_GT),
+                                                     (_label_part("last_on_ties", 1), _LAST_ON_TIES)], *args),
                 # shown next to the first wrong label: the anchor and its IoU with each box, (G, N)
                 "anchors": anchors, "iou": _iou_matrix(np.asarray(gt, np.float64), anchors)}
         call = Call(torch.from_numpy(anchors).to(dtype), torch.from_numpy(gt).to(dtype), **kwargs)
         yield Case(f"{what}; high {high}, low {low}, allow_low_quality {allow}, {spec.get('dtype', 'float64')}",
-                   [call], "label_anchors", data, about=spec.get("about", ""))
+                   [call], "label_anchors", data, explain="label_anchors", about=spec.get("about", ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -430,6 +484,10 @@ def _nms_oracle(iou, scores, threshold, variant: str = "") -> np.ndarray:
         keep.append(int(i))
         removed |= (iou[i] >= threshold) if variant == "greater_equal" else (iou[i] > threshold)
     keep = np.asarray(keep, np.int64)
+    if variant == "positions":                       # ranks in the sorted order instead of input indices
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        return rank[keep]
     return np.sort(keep) if variant == "index_order" else keep
 
 
@@ -441,7 +499,44 @@ _NMS_BUGS = (
     ("against_all", "a box was suppressed by a box that had itself been suppressed: compare only with the boxes "
                     "KEPT so far"),
     ("index_order", "the kept indices are in index order; return them by decreasing score"),
+    ("positions", "the kept positions in the SORTED order were returned; return the input indices of the kept "
+                  "boxes (order[keep])"),
 )
+_PLUS_ONE = ("the IoU uses the old '+1' pixel convention (width x2 - x1 + 1); here a box's width is x2 - x1 "
+             "(use box_iou)")
+_FLOAT_THRESHOLD = ("a box whose float32 IoU equals the threshold (up to float32 rounding) was decided otherwise "
+                    "than torchvision decides it: compute the IoU in the dtype of the boxes (what box_iou returns) "
+                    "and compare it with the threshold in float64, iou.double() > iou_threshold; `iou > "
+                    "iou_threshold` on a float32 tensor rounds the threshold to float32 first, and an IoU computed "
+                    "from float64 boxes is not the float32 one")
+
+
+def _iou_in(boxes: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    """(N, N) IoU of the boxes computed in ``dtype`` (float32 boxes: float32 arithmetic, as box_iou and
+    torchvision's kernel do), as float64: the values the threshold is compared with."""
+    b = boxes.astype(np.float32) if dtype == torch.float32 else boxes.astype(np.float64)
+    return _iou_matrix(b, b).astype(np.float64)
+
+
+def _iou_plus_one(boxes: np.ndarray) -> np.ndarray:
+    """(N, N) IoU with py-faster-rcnn's "+1" widths, float64."""
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    w = np.clip(np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]) + 1, 0, None)
+    h = np.clip(np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]) + 1, 0, None)
+    return w * h / (areas[:, None] + areas[None] - w * h)
+
+
+def _nms_mistakes(boxes, iou, scores, threshold, dtype) -> list:
+    """(output, cause) of the known NMS mistakes; with float32 boxes also a float32 comparison and an IoU
+    computed in float64 (both keep a box whose float32 IoU is exactly at the threshold)."""
+    mistakes = mistake_outputs(_variants(_nms_oracle, _NMS_BUGS), iou, scores, threshold)
+    mistakes += mistake_outputs([(_nms_oracle, _PLUS_ONE)], _iou_plus_one(boxes), scores, threshold)
+    if dtype == torch.float32:
+        mistakes += mistake_outputs([(_nms_oracle, _FLOAT_THRESHOLD)], iou, scores, float(np.float32(threshold)))
+        mistakes += mistake_outputs([(_nms_oracle, _FLOAT_THRESHOLD)], _iou_in(boxes, torch.float64), scores,
+                                    threshold)
+    return mistakes
 
 
 def _chain_input(spec):
@@ -452,6 +547,15 @@ def _chain_input(spec):
 def _exact_input(spec):
     boxes = np.array([[0, 0, 4, 4], [0, 0, 4, 2], [0, 0, 4, 3], [10, 10, 14, 14]], np.float64)
     return boxes, np.array([0.9, 0.8, 0.3, 0.5]), "IoU exactly equal to the threshold (0.5)"
+
+
+def _float_threshold_input(spec):
+    """Two pairs with IoU exactly ``threshold`` (10 * threshold an integer): in float32 the IoU rounds to
+    float32(threshold), above the float64 threshold for 0.3, 0.4, 0.6, so torchvision suppresses them."""
+    t = round(10 * spec["threshold"])
+    boxes = np.array([[0, 0, 10, 10], [0, 0, t, 10], [20, 20, 30, 20 + t], [20, 20, 30, 30], [50, 0, 60, 10]],
+                     np.float64)
+    return boxes, np.array([0.9, 0.8, 0.7, 0.6, 0.5]), "two pairs with IoU exactly the threshold"
 
 
 def _empty_nms_input(spec):
@@ -474,21 +578,23 @@ def _clusters_input(spec):
     return boxes, scores, what
 
 
-_NMS_INPUTS = {"chain": _chain_input, "exact": _exact_input, "empty": _empty_nms_input, "clusters": _clusters_input}
+_NMS_INPUTS = {"chain": _chain_input, "exact": _exact_input, "float_threshold": _float_threshold_input,
+               "empty": _empty_nms_input, "clusters": _clusters_input}
 
 
 def _nms_cases(specs, reveal):
     for spec in specs:
         boxes, scores, what = _NMS_INPUTS[spec.get("kind", "clusters")](spec)
         threshold, dtype = spec.get("threshold", 0.5), dtype_of(spec)
-        iou = _iou_matrix(boxes, boxes)
+        scores = torch.from_numpy(scores).to(dtype).double().numpy()   # the values the student's function sees
+        iou = _iou_in(boxes, dtype)                                      # compared with the threshold in float64
         data = {"expected": _nms_oracle(iou, scores, threshold),
-                "mistakes": mistake_outputs(_variants(_nms_oracle, _NMS_BUGS), iou, scores, threshold),
+                "mistakes": _nms_mistakes(boxes, iou, scores, threshold, dtype),
                 # what explains a failure: which kept box overlaps which, in the order of decreasing score
                 "iou": iou, "scores": scores, "order": np.argsort(-scores, kind="stable"), "threshold": threshold}
         call = Call(torch.from_numpy(boxes).to(dtype), torch.from_numpy(scores).to(dtype), threshold)
         yield Case(f"{what}, IoU threshold {threshold}, {spec.get('dtype', 'float64')}", [call], "nms", data,
-                   about=spec.get("about", ""))
+                   explain="nms", about=spec.get("about", ""))
 
 
 BUILDERS = {
@@ -526,12 +632,14 @@ VISIBLE = {
         {"kind": "ties"},
         {"kind": "far_gt"},
         {"kind": "cross", "high": 0.7, "low": 0.3},
+        {"kind": "box_ties", "high": 0.7, "low": 0.3},
         {"kind": "random", "seed": 42, "allow_low_quality": False, "high": 0.5, "low": 0.4, "dtype": "float32"},
         {"kind": "empty"},
     ],
     "nms": [
         {"kind": "chain", "threshold": 0.3},
         {"kind": "exact", "threshold": 0.5},
+        {"kind": "float_threshold", "threshold": 0.4, "dtype": "float32"},
         {"kind": "clusters", "seed": 51},
         {"kind": "clusters", "seed": 52, "ties": True, "threshold": 0.4, "dtype": "float32"},
         {"kind": "clusters", "seed": 53, "clusters": 6, "per": 10, "threshold": 0.7},
@@ -579,6 +687,7 @@ SPECS = {
         {"kind": "cross", "high": 0.7, "low": 0.3, "dtype": "float32",
          "about": "an anchor best for one box, closer to another"},
         {"kind": "random", "seed": 143, "allow_low_quality": False, "about": "without low-quality matches"},
+        {"kind": "box_ties", "high": 0.7, "low": 0.3, "dtype": "float32", "about": "an anchor tying two boxes"},
         {"kind": "empty", "dtype": "float32", "about": "no boxes, float32"},
     ],
     "nms": [
@@ -586,6 +695,8 @@ SPECS = {
         {"kind": "clusters", "seed": 152, "ties": True, "threshold": 0.5, "about": "equal scores"},
         {"kind": "chain", "threshold": 0.3, "dtype": "float32", "about": "a chain of overlaps, float32"},
         {"kind": "exact", "threshold": 0.5, "dtype": "float32", "about": "IoU exactly at the threshold"},
+        {"kind": "float_threshold", "threshold": 0.3, "dtype": "float32",
+         "about": "a float32 IoU exactly at the threshold"},
         {"kind": "clusters", "seed": 153, "clusters": 3, "per": 4, "threshold": 0.0,
          "about": "threshold 0: any overlap suppresses"},
         {"kind": "clusters", "seed": 154, "clusters": 20, "per": 50, "threshold": 0.5, "jitter": 4.0,
@@ -593,3 +704,337 @@ SPECS = {
         {"kind": "empty", "dtype": "float32", "about": "no boxes"},
     ],
 }
+
+
+# ------------------------------------------------------------------------------------------------
+# rpn_proposals
+# ------------------------------------------------------------------------------------------------
+def _clip(boxes: np.ndarray, height: float, width: float) -> np.ndarray:
+    return np.stack([np.clip(boxes[:, 0], 0, width), np.clip(boxes[:, 1], 0, height),
+                     np.clip(boxes[:, 2], 0, width), np.clip(boxes[:, 3], 0, height)], axis=1)
+
+
+def _stable_top(obj: np.ndarray, k: int, variant: str) -> np.ndarray:
+    """Indices of the k largest values, equal values in index order (``ties_last``: in reverse index order)."""
+    if variant == "ties_last":
+        order = len(obj) - 1 - np.argsort(-obj[::-1], kind="stable")
+    else:
+        order = np.argsort(-obj, kind="stable")
+    return order[:k]
+
+
+def _rpn_oracle(objectness, deltas, anchors, image_size, pre, post, threshold, variant: str = ""):
+    """(boxes (K, 4) float64, scores (K,) float64) of the RPN's proposal step; ``variant`` names a known bug."""
+    height, width = image_size
+    if variant == "wh_swapped":
+        height, width = width, height
+    levels = [(np.asarray(o, np.float64), np.asarray(d, np.float64), np.asarray(a, np.float64))
+              for o, d, a in zip(objectness, deltas, anchors)]
+    if variant == "merged":
+        levels = [tuple(np.concatenate([lv[k] for lv in levels]) for k in range(3))]
+    boxes_out, scores_out = [], []
+    for obj, d, a in levels:
+        top = _stable_top(obj, min(pre, len(obj)), variant)
+        boxes = _decode_oracle(a[top].reshape(-1, 4), d[top].reshape(-1, 4), (1.0, 1.0, 1.0, 1.0))
+        if variant not in ("no_clip", "clip_after"):
+            boxes = _clip(boxes, height, width)
+        if variant == "nms_global":
+            keep = np.arange(len(top))
+        else:
+            keep = _nms_oracle(_iou_matrix(boxes, boxes), obj[top], threshold,
+                               "greater_equal" if variant == "greater_equal" else "")
+        boxes_out.append(boxes[keep])
+        scores_out.append(obj[top][keep])
+    boxes, scores = np.concatenate(boxes_out).reshape(-1, 4), np.concatenate(scores_out)
+    if variant == "nms_global":
+        keep = _nms_oracle(_iou_matrix(boxes, boxes), scores, threshold)
+        boxes, scores = boxes[keep], scores[keep]
+    if variant == "no_final_sort":
+        order = np.arange(len(scores))[:post]
+    else:
+        order = _stable_top(scores, post, "ties_last" if variant == "ties_last" else "")
+    boxes, scores = boxes[order], scores[order]
+    if variant == "clip_after":
+        boxes = _clip(boxes, height, width)
+    if variant == "sigmoid":
+        scores = 1 / (1 + np.exp(-scores))
+    return boxes, scores
+
+
+_RPN_BUGS = (
+    ("merged", "the levels were merged before the top-k: take the top pre_nms_top_n of EACH level (and run NMS "
+               "within each level), then merge"),
+    ("nms_global", "one NMS ran over all levels together: NMS runs within each level (a box is suppressed only by "
+                   "a box of its own level, as torchvision's batched_nms with the level as the class)"),
+    ("no_clip", "the boxes were not clipped: clip x1, x2 to [0, W] and y1, y2 to [0, H] after decoding"),
+    ("clip_after", "the boxes were clipped after NMS: clip them BEFORE NMS (clipping changes their overlaps)"),
+    ("wh_swapped", "image_size is (H, W): x is clipped to [0, W] = [0, image_size[1]], y to [0, image_size[0]]"),
+    ("no_final_sort", "the levels' proposals were concatenated level after level: sort the merged proposals by "
+                      "decreasing objectness (stable) before keeping the first post_nms_top_n"),
+    ("sigmoid", "the scores returned are sigmoid probabilities; return the objectness logits of the kept boxes"),
+    ("ties_last", "equal objectness values were taken in reverse anchor order: sort with a stable sort "
+                  "(torch.sort(..., descending=True, stable=True)); equal logits keep their anchor order"),
+    ("greater_equal", "a box whose IoU equals the threshold was suppressed: as in nms, suppress only when "
+                      "IoU > iou_threshold (strictly)"),
+)
+
+
+def _grid_anchors(height, width, stride, size) -> np.ndarray:
+    ys, xs = np.meshgrid(np.arange(0, height, stride) + stride / 2, np.arange(0, width, stride) + stride / 2,
+                         indexing="ij")
+    c = np.stack([xs.ravel(), ys.ravel()], 1)
+    return np.concatenate([c - size / 2, c + size / 2], 1)
+
+
+def _rpn_random_input(spec):
+    """One level per (stride, size) of ``spec['levels']``: anchors on the grid (some sticking out of the image),
+    random deltas and objectness logits (``ties``: few distinct values)."""
+    rng = np.random.default_rng(spec["seed"])
+    height, width = spec["image_size"]
+    objectness, deltas, anchors = [], [], []
+    for stride, size in spec["levels"]:
+        a = _grid_anchors(height, width, stride, size)
+        anchors.append(a)
+        deltas.append(rng.normal(scale=0.25, size=a.shape))
+        objectness.append(rng.integers(0, 4, len(a)) / 2.0 if spec.get("ties") else rng.normal(size=len(a)))
+    what = f"{len(anchors)} levels of {[len(a) for a in anchors]} anchors" + (
+        ", many equal objectness values" if spec.get("ties") else "")
+    return objectness, deltas, anchors, what
+
+
+def _rpn_cross_level_input(spec):
+    """Two levels with near-identical boxes: NMS within each level keeps both."""
+    a0 = np.array([[4, 4, 20, 20], [30, 8, 46, 24], [5, 5, 21, 21]], np.float64)
+    a1 = np.array([[5, 4, 21, 20], [28, 6, 52, 30], [0, 30, 24, 54]], np.float64)
+    z = [np.zeros((3, 4)), np.zeros((3, 4))]
+    return [np.array([2.0, 1.0, 0.5]), np.array([1.5, 0.8, 0.2])], z, [a0, a1], \
+        "two levels with near-identical boxes"
+
+
+def _rpn_clip_input(spec):
+    """Boxes sticking out of a non-square image: clipped, a pair overlaps above the threshold."""
+    a = np.array([[40, 0, 60, 10], [40, 0, 48, 10], [-10, 20, 8, 30], [0, 20, 8, 30], [10, 10, 20, 40]],
+                 np.float64)
+    return [np.array([1.0, 0.9, 0.8, 0.7, 0.6])], [np.zeros((5, 4))], [a], \
+        "boxes sticking out of a non-square image"
+
+
+def _rpn_exact_input(spec):
+    a = np.array([[0, 0, 4, 4], [0, 0, 4, 2], [10, 10, 14, 14], [10, 10, 14, 12]], np.float64)
+    return [np.array([0.9, 0.8, 0.7, 0.6])], [np.zeros((4, 4))], [a], "IoU exactly equal to the threshold (0.5)"
+
+
+def _rpn_empty_level_input(spec):
+    """A level without anchors and one with fewer anchors than pre_nms_top_n."""
+    rng = np.random.default_rng(spec["seed"])
+    a = _grid_anchors(32, 32, 16, 12)
+    return [np.zeros(0), rng.normal(size=len(a))], [np.zeros((0, 4)), rng.normal(scale=0.2, size=a.shape)], \
+        [np.zeros((0, 4)), a], "an empty level and a level with fewer anchors than pre_nms_top_n"
+
+
+_RPN_INPUTS = {"random": _rpn_random_input, "cross_level": _rpn_cross_level_input, "clip": _rpn_clip_input,
+               "exact": _rpn_exact_input, "empty_level": _rpn_empty_level_input}
+
+
+def _rpn_cases(specs, reveal):
+    for spec in specs:
+        objectness, deltas, anchors, what = _RPN_INPUTS[spec.get("kind", "random")](spec)
+        dtype = dtype_of(spec)
+        image_size = tuple(spec.get("image_size", (32, 48)))
+        pre, post, threshold = spec.get("pre", 1000), spec.get("post", 300), spec.get("threshold", 0.7)
+        # the values the student's function sees
+        objectness = [torch.from_numpy(o).to(dtype).double().numpy() for o in objectness]
+        deltas = [torch.from_numpy(d).to(dtype).double().numpy() for d in deltas]
+        anchors = [torch.from_numpy(a).to(dtype).double().numpy() for a in anchors]
+        args = (objectness, deltas, anchors, image_size, pre, post, threshold)
+        boxes, scores = _rpn_oracle(*args)
+        mistakes = _merge_equal_pairs(mistake_outputs(_variants(_rpn_oracle, _RPN_BUGS), *args))
+        data = {"boxes": torch.from_numpy(boxes).to(dtype), "scores": torch.from_numpy(scores).to(dtype),
+                "mistakes": mistakes, "image_size": image_size, "post": post}
+        call = Call([torch.from_numpy(o).to(dtype) for o in objectness],
+                    [torch.from_numpy(d).to(dtype) for d in deltas],
+                    [torch.from_numpy(a).to(dtype) for a in anchors], image_size, pre, post, threshold)
+        yield Case(f"{what}; image (H, W) = {image_size}, pre_nms_top_n {pre}, post_nms_top_n {post}, "
+                   f"IoU threshold {threshold}, {spec.get('dtype', 'float64')}", [call], "rpn_proposals", data,
+                   explain="rpn_proposals", about=spec.get("about", ""))
+
+
+def _merge_equal_pairs(mistakes: list) -> list:
+    """As :func:`_merge_equal`, for (boxes, scores) outputs."""
+    merged: list = []
+    for output, cause in mistakes:
+        same = next((k for k, (o, _) in enumerate(merged) if len(o[1]) == len(output[1])
+                     and np.allclose(o[0], output[0]) and np.allclose(o[1], output[1])), None)
+        if same is None:
+            merged.append((output, cause))
+        else:
+            merged[same] = (merged[same][0], f"{merged[same][1]}; or: {cause}")
+    return merged
+
+
+# ------------------------------------------------------------------------------------------------
+# yolo_target
+# ------------------------------------------------------------------------------------------------
+def _yolo_oracle(boxes, labels, S, B, C, image_size, variant: str = "") -> np.ndarray:
+    """(S, S, 5 B + C) YOLO v1 target in float64; ``variant`` names a known bug."""
+    height, width = image_size
+    if variant == "wh_swapped":
+        height, width = width, height
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    t = np.zeros((S, S, 5 * B + C))
+    cx, cy = (b[:, 0] + b[:, 2]) / 2 / (width / S), (b[:, 1] + b[:, 3]) / 2 / (height / S)
+    w, h = (b[:, 2] - b[:, 0]) / width, (b[:, 3] - b[:, 1]) / height
+    for k in range(len(b)):
+        if variant == "border_up":
+            i, j = max(math.ceil(cy[k]) - 1, 0), max(math.ceil(cx[k]) - 1, 0)
+        elif variant == "rounded":
+            i, j = int(np.floor(cy[k] + 0.5)), int(np.floor(cx[k] + 0.5))
+        else:
+            i, j = math.floor(cy[k]), math.floor(cx[k])
+        i, j = min(i, S - 1), min(j, S - 1)
+        if t[i, j, 4] == 1 and variant != "last_wins":
+            continue
+        ox, oy = cx[k] - j, cy[k] - i
+        if variant == "absolute_xy":
+            ox, oy = cx[k] / S, cy[k] / S
+        ww, hh = w[k], h[k]
+        if variant == "sqrt_wh":
+            ww, hh = math.sqrt(ww), math.sqrt(hh)
+        elif variant == "wh_cells":
+            ww, hh = ww * S, hh * S
+        slot = np.array([ox, oy, ww, hh, 1.0])
+        ci, cj = (j, i) if variant == "rowcol" else (i, j)
+        if variant == "first_slot":
+            t[ci, cj, :5] = slot
+        else:
+            t[ci, cj, :5 * B] = np.tile(slot, B)
+        t[ci, cj, 5 * B + int(labels[k])] = 1.0
+    if variant == "classes_first":
+        t = np.concatenate([t[..., 5 * B:], t[..., :5 * B]], axis=-1)
+    return t
+
+
+_YOLO_BUGS = (
+    ("last_wins", "two objects in one cell: the LAST one overwrote the first; the first object (lowest index) keeps "
+                  "the cell and later ones in that cell are dropped"),
+    ("first_slot", "only the first of the B box slots was written: as in YOLO v1 the target repeats the box in "
+                   "every one of the B slots"),
+    ("absolute_xy", "x, y were given relative to the whole image; they are the centre's offset WITHIN its cell "
+                    "(cx / cell width - j), in [0, 1]"),
+    ("rowcol", "rows and columns are swapped: the cell is target[i, j] with row i from cy, column j from cx"),
+    ("sqrt_wh", "w, h were stored as square roots; the target holds w / W, h / H (the loss takes the square roots)"),
+    ("wh_cells", "w, h were measured in cells; they are relative to the IMAGE: w = (x2 - x1) / W"),
+    ("border_up", "a centre exactly on a cell border went to the cell above / to the left; it belongs to the cell "
+                  "below / to the right: i = floor(cy / cell height)"),
+    ("rounded", "the cell index was rounded to the nearest integer; it is floor(cx / cell width)"),
+    ("wh_swapped", "image_size is (H, W): cell width = W / S = image_size[1] / S"),
+    ("classes_first", "the class one-hot came first; the layout is B slots of (x, y, w, h, confidence), then the "
+                      "C classes"),
+)
+
+
+def _yolo_random_input(spec):
+    rng = np.random.default_rng(spec["seed"])
+    height, width = spec.get("image_size", (64, 64))
+    n = spec.get("n", 4)
+    wh = rng.uniform(4, min(height, width) / 2, size=(n, 2))
+    xy = rng.uniform(0, 1, size=(n, 2)) * (np.array([width, height]) - wh)
+    boxes = np.concatenate([xy, xy + wh], 1)
+    return boxes, rng.integers(0, spec.get("C", 3), n), f"{n} random boxes"
+
+
+def _yolo_shared_cell_input(spec):
+    """Two objects in one cell (and one alone), 2 x 2 grid of a 64 x 64 image."""
+    boxes = np.array([[2, 2, 20, 14], [6, 8, 26, 28], [36, 40, 60, 62]], np.float64)
+    return boxes, np.array([0, 1, 2]), "two objects with centres in one cell"
+
+
+def _yolo_border_input(spec):
+    """Centres exactly on cell borders, and one on the image's right/bottom edge."""
+    height, width = spec.get("image_size", (64, 64))
+    S = spec["S"]
+    cw, ch = width / S, height / S
+    boxes = np.array([[cw - 4, ch - 2, cw + 4, ch + 2],                  # centre on the corner of 4 cells
+                      [2 * cw - 6, 0, 2 * cw + 6, 6],                    # on a vertical border
+                      [width - 4, height - 4, width + 4, height + 4]],   # on the image's corner
+                     np.float64)
+    return boxes, np.array([2, 0, 1]), "centres exactly on cell borders and on the image's corner"
+
+
+def _yolo_empty_input(spec):
+    return np.zeros((0, 4)), np.zeros(0, np.int64), "no boxes"
+
+
+_YOLO_INPUTS = {"random": _yolo_random_input, "shared_cell": _yolo_shared_cell_input, "border": _yolo_border_input,
+                "empty": _yolo_empty_input}
+
+
+def _yolo_cases(specs, reveal):
+    for spec in specs:
+        boxes, labels, what = _YOLO_INPUTS[spec.get("kind", "random")](spec)
+        S, B, C = spec["S"], spec["B"], spec.get("C", 3)
+        image_size = tuple(spec.get("image_size", (64, 64)))
+        dtype = dtype_of(spec)
+        args = (boxes, labels, S, B, C, image_size)
+        data = {"expected": torch.from_numpy(_yolo_oracle(*args)).float(), "S": S, "B": B, "C": C,
+                "mistakes": _merge_equal(mistake_outputs(_variants(_yolo_oracle, _YOLO_BUGS), *args))}
+        call = Call(torch.from_numpy(boxes).to(dtype), torch.from_numpy(labels).long(), S, B, C, image_size)
+        yield Case(f"{what}; S {S}, B {B}, C {C}, image (H, W) = {image_size}, boxes {spec.get('dtype', 'float64')}",
+                   [call], "yolo_target", data, explain="yolo_target", about=spec.get("about", ""))
+
+
+BUILDERS.update({"rpn_proposals": _rpn_cases, "yolo_target": _yolo_cases})
+
+VISIBLE.update({
+    "rpn_proposals": [
+        {"kind": "random", "seed": 61, "image_size": (32, 48), "levels": ((8, 12), (16, 24)), "pre": 10, "post": 8,
+         "threshold": 0.5},
+        {"kind": "cross_level", "image_size": (64, 64), "pre": 10, "post": 10, "threshold": 0.7},
+        {"kind": "clip", "image_size": (48, 48), "pre": 10, "post": 10, "threshold": 0.5},
+        {"kind": "exact", "image_size": (32, 32), "pre": 10, "post": 10, "threshold": 0.5},
+        {"kind": "random", "seed": 62, "image_size": (48, 32), "levels": ((8, 10),), "pre": 12, "post": 6,
+         "threshold": 0.6, "ties": True, "dtype": "float32"},
+        {"kind": "empty_level", "seed": 63, "image_size": (32, 32), "pre": 50, "post": 20, "threshold": 0.7},
+    ],
+    "yolo_target": [
+        {"kind": "random", "seed": 71, "S": 4, "B": 2, "C": 3, "n": 3},
+        {"kind": "shared_cell", "S": 2, "B": 1, "C": 3},
+        {"kind": "border", "S": 4, "B": 2, "C": 3},
+        {"kind": "random", "seed": 72, "S": 3, "B": 2, "C": 4, "n": 5, "image_size": (48, 96), "dtype": "float32"},
+        {"kind": "empty", "S": 2, "B": 2, "C": 3},
+    ],
+})
+
+SPECS.update({
+    "rpn_proposals": [
+        {"kind": "random", "seed": 161, "image_size": (48, 64), "levels": ((8, 12), (16, 24), (32, 40)), "pre": 15,
+         "post": 20, "threshold": 0.5, "about": "three levels"},
+        {"kind": "random", "seed": 162, "image_size": (64, 40), "levels": ((8, 16), (16, 32)), "pre": 30,
+         "post": 12, "threshold": 0.6, "dtype": "float32", "about": "non-square image, float32"},
+        {"kind": "cross_level", "image_size": (64, 64), "pre": 3, "post": 5, "threshold": 0.6,
+         "about": "overlapping boxes on two levels"},
+        {"kind": "clip", "image_size": (32, 48), "pre": 10, "post": 10, "threshold": 0.5,
+         "about": "boxes outside a non-square image"},
+        {"kind": "exact", "image_size": (32, 32), "pre": 10, "post": 10, "threshold": 0.5, "dtype": "float32",
+         "about": "IoU exactly at the threshold"},
+        {"kind": "random", "seed": 163, "image_size": (32, 32), "levels": ((8, 10), (16, 20)), "pre": 9, "post": 7,
+         "threshold": 0.5, "ties": True, "about": "equal objectness values"},
+        {"kind": "random", "seed": 166, "image_size": (40, 56), "levels": ((8, 14),), "pre": 20, "post": 10,
+         "threshold": 0.5, "ties": True, "dtype": "float32", "about": "equal objectness values, float32"},
+        {"kind": "empty_level", "seed": 164, "image_size": (32, 32), "pre": 100, "post": 300, "threshold": 0.7,
+         "about": "an empty level, fewer anchors than pre_nms_top_n"},
+        {"kind": "random", "seed": 165, "image_size": (64, 64), "levels": ((4, 8), (8, 16)), "pre": 200,
+         "post": 50, "threshold": 0.7, "about": "300 anchors"},
+    ],
+    "yolo_target": [
+        {"kind": "random", "seed": 171, "S": 7, "B": 2, "C": 4, "n": 6, "about": "random boxes, 7 x 7 grid"},
+        {"kind": "random", "seed": 172, "S": 5, "B": 3, "C": 2, "n": 8, "image_size": (80, 40),
+         "about": "non-square image, three slots"},
+        {"kind": "shared_cell", "S": 2, "B": 2, "C": 3, "dtype": "float32", "about": "two objects in one cell"},
+        {"kind": "border", "S": 4, "B": 1, "C": 3, "image_size": (48, 96), "about": "centres on cell borders"},
+        {"kind": "border", "S": 8, "B": 2, "C": 3, "about": "centres on cell borders, 8 x 8"},
+        {"kind": "random", "seed": 173, "S": 3, "B": 2, "C": 5, "n": 10, "dtype": "float32",
+         "about": "many boxes, float32"},
+        {"kind": "empty", "S": 3, "B": 1, "C": 2, "about": "no boxes"},
+    ],
+})

@@ -11,6 +11,12 @@ and y swapped, aligned=False; a softmax over classes, every channel, predicted l
 corners instead of centres, align_corners=True, no resizing, a sigmoid on probabilities...) is run here on the
 case's inputs; its output goes into the case's data, so the student package can name the cause without
 holding the code that made the mistake.
+
+Keypoints: the oracle is detectron2's ``keypoints_to_heatmap`` rule in float64 NumPy (floor of the scaled
+position, x == x2 in the last cell, valid = v > 0 and inside) and the argmax decoding to cell centres. Random
+keypoints are kept away from cell boundaries (float32 may round either way there); the exact boundaries are
+tested on constructed cases whose RoIs lie on a quarter-pixel grid with sizes S / 2, S or 2 S and S a power of
+two, so every boundary is exact in float32 whatever the order of the operations.
 """
 from __future__ import annotations
 
@@ -122,10 +128,16 @@ def _soft_targets(masks, boxes, matched, M, box_fn=None, aligned=True) -> np.nda
     return out
 
 
-def _binary_targets(box_fn=None, aligned=True):
-    """A mask_targets(masks, boxes, matched, M) -> (R, M, M) float64 in {0, 1}, possibly a wrong variant."""
+def _binary_targets(box_fn=None, aligned=True, transpose=False, matched_fn=None):
+    """A wrong mask_targets(masks, boxes, matched, M) -> ((R, M, M) float64 in {0, 1}, (R, M, M) bool sure): the
+    targets of a variant, and where its own resampled value is not within a hair of 0.5 (a rounded box samples
+    a binary mask at exactly 0.5 often; float32 may fall on either side there, so those pixels do not count)."""
     def targets(masks, boxes, matched, M):
-        return (_soft_targets(masks, boxes, matched, M, box_fn, aligned) >= 0.5).astype(np.float64)
+        matched = matched if matched_fn is None else matched_fn(len(boxes), len(masks))
+        soft = _soft_targets(masks, boxes, matched, M, box_fn, aligned)
+        if transpose:
+            soft = soft.transpose(0, 2, 1)
+        return (soft >= 0.5).astype(np.float64), np.abs(soft - 0.5) >= _AMBIGUOUS
     return targets
 
 
@@ -149,12 +161,14 @@ _TARGET_MISTAKES = [
      "no rounding), which keeps the target aligned with the box"),
     (_binary_targets(box_fn=lambda box, _: box[[1, 0, 3, 2]]),
      "x and y are swapped: boxes are (x1, y1, x2, y2) with x the column, y the row"),
-    (lambda masks, boxes, matched, M: _binary_targets()(masks, boxes, matched, M).transpose(0, 2, 1),
+    (_binary_targets(transpose=True),
      "each target is transposed: rows of the M x M target must follow y, columns x"),
     (_binary_targets(aligned=False),
      "the samples are half a pixel off: use aligned=True (pixel j's centre is j + 0.5)"),
-    (lambda masks, boxes, matched, M: _binary_targets()(masks, boxes, np.arange(len(boxes)) % len(masks), M),
+    (_binary_targets(matched_fn=lambda r, g: np.arange(r) % g),
      "RoI r was given ground-truth mask r: use gt_masks[matched_idx[r]]"),
+    (_binary_targets(matched_fn=lambda r, g: np.zeros(r, np.int64)),
+     "every RoI was given the first ground-truth mask: use gt_masks[matched_idx[r]]"),
 ]
 
 
@@ -174,6 +188,7 @@ def _mask_targets_cases(specs, reveal):
     for spec in specs:
         (height, width), g, r, M = spec["image"], spec["gt"], spec["rois"], spec["M"]
         masks, boxes, matched = _mask_targets_inputs(spec)
+        boxes = boxes.astype(np.float32).astype(np.float64)   # the values the student's function sees
         soft = _soft_targets(masks, boxes, matched, M)
         data = {"expected": torch.from_numpy((soft >= 0.5).astype(np.float64)), "decided": _decided(soft, 0.5),
                 "mistakes": mistake_outputs(_TARGET_MISTAKES, masks, boxes, matched, M) if r else []}
@@ -182,7 +197,7 @@ def _mask_targets_cases(specs, reveal):
                 + (" (boxes reach over the image border)" if spec.get("outside") else "")
                 + (", float masks" if spec.get("mask_dtype") == "float" else ""))
         call = Call(gt, torch.from_numpy(boxes).float(), torch.from_numpy(matched).long(), M)
-        yield Case(name, [call], "mask_targets", data, about=spec.get("about", ""))
+        yield Case(name, [call], "mask_targets", data, explain="mask_targets", about=spec.get("about", ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,6 +261,19 @@ _LOSS_MISTAKES = [
     (lambda x, labels, t: float(_bce_logits(_own_channel(x, labels), t).mean(axis=(1, 2)).sum()),
      "per-RoI means were summed: take the mean over all RoIs and pixels"),
 ]
+_EPS_CAUSE = ("an epsilon inside the log (log(p + eps)) caps the loss of a confidently wrong pixel at -log(eps); "
+              "the exercise's formula needs none: max(x, 0) - x * t + log(1 + exp(-|x|)) from the logits")
+
+
+def _log_eps(eps: float):
+    def loss(x, labels, t):
+        p = 1 / (1 + np.exp(-np.clip(_own_channel(x, labels), -700, 700)))
+        return float(-(t * np.log(p + eps) + (1 - t) * np.log(1 - p + eps)).mean())
+    return loss
+
+
+# the epsilons students write (one known mistake each: the loss depends on its value)
+_LOSS_MISTAKES += [(_log_eps(eps), _EPS_CAUSE) for eps in (1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-12)]
 _OFF_BY_ONE = (lambda x, labels, t: float(_bce_logits(_own_channel(x, labels - 1), t).mean()),
                "off by one: labels index the channels directly (channel labels[r], not labels[r] - 1)")
 
@@ -351,6 +379,8 @@ _PASTE_MISTAKES = [
     (lambda masks, boxes, h, w, thr: _pasted()((masks >= thr).astype(np.float64), boxes, h, w, 0.5),
      "the mask was thresholded before resampling: resample the probabilities, then threshold"),
     (_pasted("nearest"), "nearest-neighbour resampling: Mask R-CNN resamples bilinearly"),
+    (lambda masks, boxes, h, w, thr: _pasted()(masks, boxes, h, w, 0.5),
+     "the threshold argument was ignored (0.5 used): compare with `threshold`"),
 ]
 
 
@@ -385,13 +415,209 @@ def _paste_cases(specs, reveal):
                 + (" (boxes over the border)" if spec.get("outside") else "")
                 + (", all-ones masks: each must fill exactly the pixels whose centres lie in its box"
                    if spec.get("masks") == "full" else "") + (f", {spec['dtype']}" if "dtype" in spec else ""))
-        yield Case(name, [call], "paste_masks", data, about=spec.get("about", ""))
+        yield Case(name, [call], "paste_masks", data, explain="paste_masks", about=spec.get("about", ""))
+
+
+# ------------------------------------------------------------------------------------------------
+# keypoint_targets
+# ------------------------------------------------------------------------------------------------
+def _kp_cells(kp, rois, S, *, rounding=np.floor, scale_minus_one=False, offset=True, width_for_y=False,
+              edge_rule=True):
+    """(col, row) float64 cell indices of every keypoint, (R, P) each, by the oracle's rule or a variant."""
+    x, y = kp[..., 0], kp[..., 1]
+    x1, y1, x2, y2 = (rois[:, i:i + 1] for i in range(4))
+    cells = S - 1 if scale_minus_one else S
+    w, h = x2 - x1, y2 - y1
+    col = rounding(((x - x1) if offset else x) * (cells / w))
+    row = rounding(((y - y1) if offset else y) * (cells / (w if width_for_y else h)))
+    if edge_rule:
+        col, row = np.where(x == x2, S - 1, col), np.where(y == y2, S - 1, row)
+    return col, row
+
+
+def _kp_targets(labelled=lambda v: v > 0, inclusive=False, zero_invalid=True, flat=lambda row, col, S: row * S + col,
+                **cells):
+    """A keypoint_targets(kp (R, P, 3), rois (R, 4), S) -> (targets int64, valid bool), possibly a wrong variant."""
+    def targets(kp, rois, S):
+        col, row = _kp_cells(kp, rois, S, **cells)
+        top = S + 1 if inclusive else S
+        valid = labelled(kp[..., 2]) & (col >= 0) & (row >= 0) & (col < top) & (row < top)
+        index = flat(row, col, S).astype(np.int64)
+        return (np.where(valid, index, 0) if zero_invalid else index), valid
+    return targets
+
+
+def _truncate(u):
+    return np.trunc(u)
+
+
+_KP_TARGET_MISTAKES = [
+    (_kp_targets(rounding=np.round),
+     "the position was rounded to the nearest cell: Mask R-CNN takes the floor (the cell that holds the point)"),
+    (_kp_targets(rounding=_truncate),
+     "the position was truncated toward zero (.long() / int() without floor): a keypoint just left of or above "
+     "the RoI lands in cell 0 instead of outside; take floor() first"),
+    (_kp_targets(flat=lambda row, col, S: col * S + row),
+     "the flat index is column * heatmap_size + row: cell (row, column) has index row * heatmap_size + column"),
+    (_kp_targets(offset=False),
+     "the keypoint was not shifted to the RoI: subtract the RoI's corner (x1, y1) before scaling"),
+    (_kp_targets(scale_minus_one=True),
+     "scaled by (heatmap_size - 1) / width: the RoI's width spans heatmap_size cells, scale by heatmap_size / width"),
+    (_kp_targets(width_for_y=True),
+     "y was scaled by the RoI's width: rows use heatmap_size / (y2 - y1), columns heatmap_size / (x2 - x1)"),
+    (_kp_targets(labelled=lambda v: v == 2),
+     "only visible keypoints (v = 2) got a target: every labelled keypoint (v > 0), occluded ones (v = 1) "
+     "included, is valid, as in detectron2"),
+    (_kp_targets(labelled=lambda v: np.ones_like(v, dtype=bool)),
+     "keypoints with v = 0 (not labelled) were counted as valid: valid needs v > 0"),
+    (_kp_targets(edge_rule=False),
+     "a keypoint exactly on the RoI's right or bottom edge (x == x2 or y == y2) belongs to the last cell "
+     "(heatmap_size - 1), as in detectron2; without that rule it falls outside"),
+    (_kp_targets(inclusive=True),
+     "a cell index equal to heatmap_size was counted as inside: valid cells are 0 .. heatmap_size - 1"),
+    (_kp_targets(zero_invalid=False),
+     "where a keypoint is not valid its target index must be 0 (the index is masked by valid)"),
+]
+
+
+def _kp_rois(rng, r, edges: bool, S: int) -> np.ndarray:
+    """(R, 4) float64 RoIs: fractional, or (edges) on a quarter-pixel grid with width and height S / 2, S or 2 S
+    (then every cell boundary is exact in float32, and the exact-edge rules are tested without rounding doubt)."""
+    if edges:
+        x1, y1 = rng.integers(0, 120, (2, r)) / 4
+        w, h = S * rng.choice([0.5, 1.0, 2.0], (2, r))
+    else:
+        x1, y1 = rng.uniform(0, 40, (2, r))
+        w, h = rng.uniform(4, 30, (2, r))
+    return np.stack([x1, y1, x1 + w, y1 + h], 1)
+
+
+def _kp_points(rng, rois, P, S, spec) -> np.ndarray:
+    """(R, P, 3) keypoints around each RoI (up to 25% beyond each side), none within a hair of a cell boundary,
+    except the constructed exact ones (spec "edges": on x1, x2, y1, y2 and inner cell boundaries)."""
+    r = len(rois)
+    kp = np.zeros((r, P, 3))
+    x1, y1, x2, y2 = (rois[:, i:i + 1] for i in range(4))
+    w, h = x2 - x1, y2 - y1
+    for _ in range(100):
+        u, t = rng.uniform(-0.25, 1.25, (2, r, P))
+        kp[..., 0], kp[..., 1] = x1 + u * w, y1 + t * h
+        su, st = u * S, t * S
+        if (np.abs(su - np.round(su)) > 1e-3).all() and (np.abs(st - np.round(st)) > 1e-3).all():
+            break
+    if spec.get("outside"):                      # just beyond each side: truncation and <= S mistakes show
+        k = min(P, 4)
+        kp[:, 0, 0] = (x1 - 0.3 * w / S)[:, 0]
+        kp[:, 1 % k, 1] = (y1 - 0.4 * h / S)[:, 0]
+        kp[:, 2 % k, 0] = (x2 + 0.3 * w / S)[:, 0]
+        kp[:, 3 % k, 1] = (y2 + 0.2 * h / S)[:, 0]
+    if spec.get("edges"):                        # exact: left/top edges, right/bottom edges, inner boundaries
+        cell = rng.integers(1, S, (r, P))
+        side = rng.integers(0, 5, (r, P))
+        inner_x, inner_y = x1 + cell * w / S, y1 + cell * h / S
+        kp[..., 0] = np.select([side == 0, side == 1, side == 2], [x1, x2, inner_x], kp[..., 0])
+        kp[..., 1] = np.select([side == 0, side == 3, side == 4], [y1, y2, inner_y], kp[..., 1])
+    kp[..., 2] = rng.choice([0, 1, 2], (r, P), p=[0.2, 0.3, 0.5])
+    if r and P >= 3:                             # every flag present
+        kp[0, :3, 2] = [0, 1, 2]
+    return kp
+
+
+def _kp_targets_cases(specs, reveal):
+    for spec in specs:
+        rng = np.random.default_rng(spec["seed"])
+        r, P, S = spec["rois"], spec["points"], spec["S"]
+        dtype = getattr(torch, spec.get("dtype", "float32"))
+        rois = _kp_rois(rng, r, spec.get("edges", False), S)
+        kp = _kp_points(rng, rois, P, S, spec)
+        kp_t, rois_t = torch.from_numpy(kp).to(dtype), torch.from_numpy(rois).to(dtype)
+        kp, rois = kp_t.double().numpy(), rois_t.double().numpy()      # the values the student's function sees
+        targets, valid = _kp_targets()(kp, rois, S)
+        data = {"expected": (torch.from_numpy(targets), torch.from_numpy(valid)),
+                "mistakes": mistake_outputs(_KP_TARGET_MISTAKES, kp, rois, S) if r else []}
+        name = (f"{r} RoIs x {P} keypoints, heatmap_size {S}" + (f", {spec['dtype']}" if "dtype" in spec else "")
+                + (", keypoints exactly on RoI edges and cell boundaries" if spec.get("edges") else "")
+                + (", keypoints just outside each side" if spec.get("outside") else ""))
+        yield Case(name, [Call(kp_t, rois_t, S)], "keypoint_targets", data, explain="keypoint_targets",
+                   about=spec.get("about", ""))
+
+
+# ------------------------------------------------------------------------------------------------
+# decode_keypoints
+# ------------------------------------------------------------------------------------------------
+def _kp_decode(corner=False, align_corners=False, swap_rc=False, offset=True, width_for_y=False, last=False,
+               score=lambda m: m, xy_swapped=False):
+    """A decode_keypoints(heatmaps (R, P, S, S), rois (R, 4)) -> (R, P, 3) float64, possibly a wrong variant."""
+    def decode(heat, rois):
+        r, p, S, _ = heat.shape
+        flat = heat.reshape(r, p, S * S)
+        index = (S * S - 1 - flat[..., ::-1].argmax(-1)) if last else flat.argmax(-1)
+        row, col = (index % S, index // S) if swap_rc else (index // S, index % S)
+        x1, y1, x2, y2 = (rois[:, i:i + 1] for i in range(4))
+        w, h = x2 - x1, y2 - y1
+        centre = 0.0 if corner else 0.5
+        cells = S - 1 if align_corners else S
+        if align_corners:
+            centre = 0.0
+        x = (x1 if offset else 0) + (col + centre) * w / cells
+        y = (y1 if offset else 0) + (row + centre) * (w if width_for_y else h) / cells
+        out = [y, x] if xy_swapped else [x, y]
+        return np.stack(out + [score(flat.max(-1))], -1)
+    return decode
+
+
+_KP_DECODE_MISTAKES = [
+    (_kp_decode(corner=True),
+     "the point is the cell's top-left corner: decode to the cell's centre, x1 + (column + 0.5) * (x2 - x1) / S"),
+    (_kp_decode(align_corners=True),
+     "scaled by (x2 - x1) / (S - 1) (corners aligned): the RoI spans S cells, and cell centres are at "
+     "x1 + (column + 0.5) * (x2 - x1) / S"),
+    (_kp_decode(swap_rc=True),
+     "row and column are swapped: the flat index of cell (row, column) is row * S + column (row = index // S)"),
+    (_kp_decode(offset=False),
+     "the RoI's corner (x1, y1) was not added: the heatmap covers the RoI, not the image's top-left corner"),
+    (_kp_decode(width_for_y=True),
+     "y was scaled by the RoI's width: rows use (y2 - y1) / S, columns (x2 - x1) / S"),
+    (_kp_decode(last=True),
+     "on ties the last maximum was taken: take the first one in row-major order (what torch.argmax of the "
+     "flattened heatmap returns)"),
+    (_kp_decode(score=lambda m: 1 / (1 + np.exp(-m))),
+     "the score is a sigmoid of the maximum: return the maximum value of the heatmap itself"),
+    (_kp_decode(xy_swapped=True),
+     "the output holds (y, x, score): each keypoint is (x, y, score), x first"),
+]
+
+
+def _kp_decode_cases(specs, reveal):
+    for spec in specs:
+        rng = np.random.default_rng(spec["seed"])
+        r, P, S = spec["rois"], spec["points"], spec["S"]
+        dtype = getattr(torch, spec.get("dtype", "float32"))
+        heat = rng.normal(size=(r, P, S, S)) * 2
+        if spec.get("ties") and r:               # two cells share the maximum: the first in row-major order wins
+            for i in range(r):
+                for k in range(P):
+                    a, b = sorted(rng.choice(S * S, 2, replace=False))
+                    top = heat[i, k].max() + 1.0
+                    heat[i, k].flat[a] = heat[i, k].flat[b] = top
+        rois = _kp_rois(rng, r, False, S)
+        heat_t, rois_t = torch.from_numpy(heat).to(dtype), torch.from_numpy(rois).to(dtype)
+        heat, rois = heat_t.double().numpy(), rois_t.double().numpy()
+        data = {"expected": torch.from_numpy(_kp_decode()(heat, rois)) if r else torch.zeros(0, P, 3, dtype=torch.float64),
+                "dtype": dtype,
+                "mistakes": mistake_outputs(_KP_DECODE_MISTAKES, heat, rois) if r else []}
+        name = (f"{r} RoIs x {P} heatmaps of {S}x{S}" + (f", {spec['dtype']}" if "dtype" in spec else "")
+                + (", ties: two cells share each maximum" if spec.get("ties") else ""))
+        yield Case(name, [Call(heat_t, rois_t)], "decode_keypoints", data, explain="decode_keypoints",
+                   about=spec.get("about", ""))
 
 
 BUILDERS = {
     "mask_targets": _mask_targets_cases,
     "mask_loss": _mask_loss_cases,
     "paste_masks": _paste_cases,
+    "keypoint_targets": _kp_targets_cases,
+    "decode_keypoints": _kp_decode_cases,
 }
 
 VISIBLE = {
@@ -404,6 +630,11 @@ VISIBLE = {
                     {"image": (40, 56), "rois": 3, "M": 14, "seed": 22},
                     {"image": (48, 36), "rois": 2, "M": 6, "seed": 23, "threshold": 0.3, "outside": True,
                      "sizes": (0.5, 0.9)}],
+    "keypoint_targets": [{"rois": 3, "points": 5, "S": 8, "seed": 31},
+                         {"rois": 4, "points": 4, "S": 8, "seed": 32, "edges": True},
+                         {"rois": 2, "points": 5, "S": 6, "seed": 33, "outside": True}],
+    "decode_keypoints": [{"rois": 3, "points": 5, "S": 8, "seed": 41},
+                         {"rois": 2, "points": 3, "S": 6, "seed": 42, "ties": True}],
 }
 
 SPECS = {
@@ -433,5 +664,21 @@ SPECS = {
         {"image": (26, 34), "rois": 2, "M": 7, "seed": 125, "masks": "full", "dtype": "float64",
          "about": "all-ones masks, float64"},
         {"image": (20, 24), "rois": 0, "M": 6, "seed": 126, "about": "no masks"},
+    ],
+    "keypoint_targets": [
+        {"rois": 6, "points": 5, "S": 14, "seed": 131, "about": "heatmap_size 14"},
+        {"rois": 5, "points": 5, "S": 8, "seed": 132, "edges": True, "about": "keypoints exactly on the edges"},
+        {"rois": 4, "points": 4, "S": 16, "seed": 133, "edges": True, "dtype": "float64",
+         "about": "exact edges, float64"},
+        {"rois": 5, "points": 4, "S": 7, "seed": 134, "outside": True, "about": "keypoints just outside the RoI"},
+        {"rois": 1, "points": 3, "S": 5, "seed": 135, "about": "a single RoI"},
+        {"rois": 0, "points": 5, "S": 8, "seed": 136, "about": "no RoIs"},
+    ],
+    "decode_keypoints": [
+        {"rois": 5, "points": 5, "S": 14, "seed": 141, "about": "14 x 14 heatmaps"},
+        {"rois": 4, "points": 4, "S": 7, "seed": 142, "ties": True, "about": "ties"},
+        {"rois": 3, "points": 3, "S": 9, "seed": 143, "dtype": "float64", "about": "float64"},
+        {"rois": 1, "points": 5, "S": 5, "seed": 144, "ties": True, "dtype": "float64", "about": "ties, float64"},
+        {"rois": 0, "points": 5, "S": 8, "seed": 145, "about": "no RoIs"},
     ],
 }

@@ -99,12 +99,23 @@ def _ignored_switches(pooled, indices, out_hw):
     return nails
 
 
+def _whole_tensor_scatter(pooled, indices, out_hw):
+    """The per-plane indices used as indices into the whole flattened tensor (CPU scatter_ writes in order, so
+    the last of several values at one position wins, as in the student's code)."""
+    n, c = pooled.shape[:2]
+    out = pooled.new_zeros(n * c * out_hw[0] * out_hw[1])
+    return out.scatter_(0, indices.flatten(), pooled.flatten()).view(n, c, *out_hw)
+
+
 _MAX_UNPOOL_MISTAKES = (
     (_ignored_switches, "every value went to the top-left corner of its window: the switches (indices) are "
                         "ignored; put each value back where the maximum came from"),
     (lambda p, i, hw: _max_unpool_expected(p, i, hw, row_width=p.shape[-1]),
      "indices are flat positions in the output plane: row = index // W_out, column = index % W_out "
      "with W_out the width of the output, not of the pooled map"),
+    (_whole_tensor_scatter,
+     "the indices are positions within each channel's (H, W) plane, as max_pool2d returns them, not in the whole "
+     "flattened tensor: flatten each plane (flatten(2)) and scatter along that axis, one plane per (image, channel)"),
 )
 
 
@@ -146,6 +157,9 @@ SIZE_MISTAKES = (  # padding mistakes first: when two formulas give the same num
     (lambda h, k, s, p: (h + 2 * p - k) // s + 1,
      "that is the output size of an ordinary (forward) convolution; the transposed one inverts it"),
     (lambda h, k, s, p: h * s, "the kernel overhang is missing: add kernel_size - stride, minus 2 * padding"),
+    (lambda h, k, s, p: (h - 1) * s - 2 * p + k - 1,
+     "one short: the last copy covers kernel_size pixels, so the general formula ends with "
+     "dilation * (kernel_size - 1) + 1, that is + kernel_size when dilation = 1"),
 )
 
 
@@ -179,9 +193,49 @@ def _ct(x, weight, bias, stride, padding):
     return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding)
 
 
-def _conv_transpose_mistakes(x, weight, bias, stride, padding):
+def _full_output(x, weight, stride):
+    """Zeros of the uncropped output size ((H - 1) * stride + kH, (W - 1) * stride + kW)."""
+    (n, _, h, w), (c_out, kh, kw) = x.shape, weight.shape[1:]
+    return x.new_zeros(n, c_out, (h - 1) * stride + kh, (w - 1) * stride + kw)
+
+
+def _crop_and_bias(full, bias, padding):
+    out = full[..., padding: full.shape[-2] - padding, padding: full.shape[-1] - padding]
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+def _overwritten(x, weight, bias, stride, padding):
+    """The notebook's loop over input pixels (row-major) with = instead of +=: the last copy wins."""
+    full = _full_output(x, weight, stride)
+    kh, kw = weight.shape[-2:]
+    for i in range(x.shape[2]):
+        for j in range(x.shape[3]):
+            full[:, :, i * stride: i * stride + kh, j * stride: j * stride + kw] = \
+                torch.einsum("nc,cokl->nokl", x[:, :, i, j], weight)
+    return _crop_and_bias(full, bias, padding)
+
+
+def _unstrided_placement(x, weight, bias, stride, padding):
+    """The strided output size, but the copy of pixel (i, j) placed at (i, j) as if stride were 1."""
+    full = _full_output(x, weight, stride)
+    packed = _ct(x, weight, None, 1, 0)
+    full[..., : packed.shape[-2], : packed.shape[-1]] = packed
+    return _crop_and_bias(full, bias, padding)
+
+
+_OVERWRITTEN = ("each kernel copy was assigned (=) instead of added: where copies overlap only the last one "
+                "survives; overlapping contributions must be summed (+=), not overwritten")
+_UNSTRIDED = ("the output has the strided size but the copies are packed as if stride were 1 (the error grows "
+              "with the stride): the copy of input pixel (i, j) starts at (i * stride, j * stride) of the full "
+              "output")
+_BIAS_ALONG_WIDTH = ("the bias was added along the last axis (the width): a plain `out + bias` lines bias up "
+                     "with the last axis; add it per output channel with bias.view(1, -1, 1, 1)")
+
+
+def _conv_transpose_mistakes(x, weight, bias, stride, padding, expected):
     """Known mistakes in the order they are recognised: ``(early, late)``; the overlap pattern is checked
-    between them (see ``checks.segmentation``)."""
+    between them (see ``checks.segmentation``). Built from ``expected`` where they can be (a case's build
+    time is mostly F.conv_transpose2d calls)."""
     early = [(lambda: _ct(x, weight.flip(-1, -2), bias, stride, padding),
               "the kernel looks flipped: a transposed convolution places the kernel as it is "
               "(out[i * stride + a, j * stride + b] += x[i, j] * w[a, b]), without flipping it")]
@@ -193,17 +247,21 @@ def _conv_transpose_mistakes(x, weight, bias, stride, padding):
         early.append((lambda: _ct(x, weight.transpose(-1, -2), bias, stride, padding),
                       "the kernel's rows and columns look swapped (kH and kW axes)"))
     if bias is not None:
-        early.append((lambda: _ct(x, weight, None, stride, padding),
-                      "the bias is missing: add bias[o] to every pixel of output channel o"))
-        early.append((lambda: _ct(x, weight, None, stride, padding) + bias.sum(),
+        unbiased = expected - bias.view(1, -1, 1, 1)
+        early.append((lambda: unbiased, "the bias is missing: add bias[o] to every pixel of output channel o"))
+        early.append((lambda: unbiased + bias.sum(),
                       "every output channel got the sum of all biases: add bias[o] only to output channel o"))
+        early.append((lambda: unbiased + bias, _BIAS_ALONG_WIDTH))
     if padding > 0:
         full = _ct(x, weight, bias, stride, 0)
-        h, w = _ct(x, weight, bias, stride, padding).shape[-2:]
+        h, w = expected.shape[-2:]
         for top in (0, 2 * padding):
             early.append((lambda top=top: full[..., top: top + h, top: top + w],
                           "the padding is cropped on one side only: remove `padding` rows and columns from EACH "
                           "side (top and bottom, left and right)"))
+    if stride > 1:
+        early.append((lambda: _unstrided_placement(x, weight, bias, stride, padding), _UNSTRIDED))
+    early.append((lambda: _overwritten(x, weight, bias, stride, padding), _OVERWRITTEN))
     late = []
     if x.shape[1] > 1:
         late.append((lambda: _ct(x[:, -1:], weight[-1:], bias, stride, padding),
@@ -211,14 +269,20 @@ def _conv_transpose_mistakes(x, weight, bias, stride, padding):
     return mistake_outputs(early), mistake_outputs(late)
 
 
+def _copies_1d(size, k, stride, padding, out):
+    """(out,) how many of the ``size`` kernel copies (length k, stride apart) cover each cropped position."""
+    offset = torch.arange(out)[:, None] + padding - torch.arange(size)[None, :] * stride
+    return ((offset >= 0) & (offset < k)).sum(1).to(torch.float64)
+
+
 def _conv_transpose_data(x, weight, bias, stride, padding) -> dict:
     """What the verifier needs to check an output and name its mistakes: the expected output, the outputs
     of known mistakes, how many kernel copies land on each output pixel, and the shapes of size mistakes."""
-    early, late = _conv_transpose_mistakes(x, weight, bias, stride, padding)
-    ones = torch.ones(1, 1, *x.shape[-2:], dtype=torch.float64)
-    copies = F.conv_transpose2d(ones, torch.ones(1, 1, *weight.shape[-2:], dtype=torch.float64),
-                                stride=stride, padding=padding)[0, 0]
-    return {"expected": _ct(x, weight, bias, stride, padding), "mistakes": early, "late_mistakes": late,
+    expected = _ct(x, weight, bias, stride, padding)
+    early, late = _conv_transpose_mistakes(x, weight, bias, stride, padding, expected)
+    (h, w), (kh, kw), (out_h, out_w) = x.shape[-2:], weight.shape[-2:], expected.shape[-2:]
+    copies = _copies_1d(h, kh, stride, padding, out_h)[:, None] * _copies_1d(w, kw, stride, padding, out_w)[None, :]
+    return {"expected": expected, "mistakes": early, "late_mistakes": late,
             "copies": copies, "c_in": x.shape[1], "weight_shape": tuple(weight.shape),
             "size_mistakes": _shape_causes(x, weight, stride, padding)}
 
@@ -286,15 +350,18 @@ def _adjoint(x, weight, bias, spec):
 _CONV_TRANSPOSE_KINDS = {"value": _value, "impulse": _impulse, "linearity": _linearity, "adjoint": _adjoint}
 
 
+def _conv_transpose_case(spec) -> Case:
+    kind = spec.get("kind", "value")
+    x, weight, bias, _, _ = _conv_transpose_inputs(spec)
+    calls, data = _CONV_TRANSPOSE_KINDS[kind](x, weight, bias, spec)
+    about = spec.get("about", kind.replace("adjoint", "adjoint of conv2d") if kind in ("linearity", "adjoint")
+                     else "")
+    return Case(_conv_transpose_name(spec), calls, f"conv_transpose2d:{kind}", data, explain="conv_transpose2d",
+                about=about)
+
+
 def _conv_transpose_cases(specs, reveal):
-    for spec in specs:
-        kind = spec.get("kind", "value")
-        x, weight, bias, _, _ = _conv_transpose_inputs(spec)
-        calls, data = _CONV_TRANSPOSE_KINDS[kind](x, weight, bias, spec)
-        about = spec.get("about", kind.replace("adjoint", "adjoint of conv2d") if kind in ("linearity", "adjoint")
-                         else "")
-        yield Case(_conv_transpose_name(spec), calls, f"conv_transpose2d:{kind}", data, explain="conv_transpose2d",
-                   about=about)
+    yield from (_conv_transpose_case(spec) for spec in specs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,12 +385,13 @@ def _iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 
 
-def _random_confusion(num_classes, total, absent, seed) -> np.ndarray:
-    """A random confusion matrix with ``total`` pixels and no pixel of the ``absent`` classes."""
+def _random_confusion(num_classes, total, absent, seed, unlabelled=()) -> np.ndarray:
+    """A random confusion matrix with ``total`` pixels, no pixel of the ``absent`` classes, and no target pixel
+    (but predicted ones) of the ``unlabelled`` classes."""
     rng = np.random.default_rng(seed)
     weights = rng.random((num_classes, num_classes)) + 3 * np.eye(num_classes)
     weights[list(absent), :] = 0
-    weights[:, list(absent)] = 0
+    weights[:, list(absent) + list(unlabelled)] = 0
     return rng.multinomial(total, (weights / weights.sum()).ravel()).reshape(num_classes, num_classes)
 
 
@@ -334,6 +402,11 @@ def _mean_iou_mistakes(confusion, pred, target):
     inter = np.diag(confusion).astype(np.float64)
     size_p, size_t = confusion.sum(1).astype(np.float64), confusion.sum(0).astype(np.float64)
     everywhere = []
+    unlabelled = (size_t == 0) & (size_p > 0)
+    if unlabelled.any():
+        everywhere.append((np.where(size_t == 0, np.nan, expected),
+                           "a class that is predicted but absent from the target got NaN: its union is not empty, so "
+                           "its IoU is 0; only a class absent from both prediction and target gets NaN"))
     if absent.any():
         everywhere = [(np.where(absent, 0.0, expected),
                        "a class absent from both prediction and target got IoU 0: its IoU is undefined (0 / 0); "
@@ -346,7 +419,10 @@ def _mean_iou_mistakes(confusion, pred, target):
             (np.where(size_p + size_t > 0, 2 * inter / (size_p + size_t), np.nan),
              "that is the Dice coefficient 2|P ∩ T| / (|P| + |T|); IoU is |P ∩ T| / |P ∪ T|"),
             (np.where(size_p + size_t > 0, inter / (size_p + size_t), np.nan),
-             "the union counts the intersection twice: |P ∪ T| = |P| + |T| - |P ∩ T|")]
+             "the union counts the intersection twice: |P ∪ T| = |P| + |T| - |P ∩ T|"),
+            (np.where(size_p + size_t > 0, inter / np.maximum(size_t, 1), np.nan),
+             "that is the per-class recall (accuracy on the pixels of class c), |P ∩ T| / |T|; IoU divides by the "
+             "union |P ∪ T| = |P| + |T| - |P ∩ T|")]
     if pred.ndim == 3 and pred.shape[0] > 1:
         per_image = []
         for p, t in zip(pred, target):
@@ -373,7 +449,7 @@ def _mean_iou_cases(specs, reveal):
             confusion[0, 1] = total // 2
             confusion[1, 0] = total - total // 2
         else:
-            confusion = _random_confusion(c, total, spec.get("absent", ()), spec["seed"])
+            confusion = _random_confusion(c, total, spec.get("absent", ()), spec["seed"], spec.get("unlabelled", ()))
         pred, target = _pixels_from_confusion(confusion, shape, spec["seed"])
         expected_iou = torch.from_numpy(_iou_from_confusion(confusion))
         present = ~torch.isnan(expected_iou)
@@ -382,7 +458,7 @@ def _mean_iou_cases(specs, reveal):
                 "present": present.numpy(), "mistakes": everywhere, "present_mistakes": present_only}
         desc = spec.get("name") or (f"{c} classes, labels of shape {shape_str(shape)}"
                                     + (f", class {list(spec['absent'])} absent from both" if spec.get("absent") else ""))
-        yield Case(desc, [Call(pred, target, c)], "mean_iou", data, about=spec.get("about", ""))
+        yield Case(desc, [Call(pred, target, c)], "mean_iou", data, explain="mean_iou", about=spec.get("about", ""))
 
 
 BUILDERS = {
@@ -462,10 +538,13 @@ SPECS = {
         {"num_classes": 2, "shape": (17,), "seed": 142, "about": "1-D labels"},
         {"num_classes": 6, "shape": (4, 6, 6), "seed": 143, "about": "6 classes, batch of 4"},
         {"name": "one class only, predicted perfectly", "num_classes": 4, "shape": (5, 5), "absent": (0, 1, 3),
-         "seed": 144},
+         "seed": 144, "about": "one class only"},
         {"name": "perfect prediction, batch", "num_classes": 5, "shape": (2, 4, 7), "perfect": True, "seed": 145,
          "about": "perfect prediction"},
         {"name": "prediction and target disjoint, 1-D", "num_classes": 2, "shape": (9,), "disjoint": True,
          "seed": 146, "about": "prediction and target disjoint"},
+        # Predicted but never labelled: its IoU is 0, not NaN (only classes absent from both are NaN).
+        {"num_classes": 4, "shape": (3, 7), "unlabelled": (1,), "seed": 147,
+         "about": "a class predicted but absent from the target"},
     ],
 }

@@ -113,6 +113,9 @@ _RMS_MISTAKES = [
     (lambda x, w, eps: x / (torch.sqrt(_mean_square(x)) + eps) * w,
      "eps is added outside the square root: x / (sqrt(mean(x^2)) + eps); it goes inside: "
      "x / sqrt(mean(x^2) + eps) (visible when mean(x^2) is small next to eps)"),
+    (lambda x, w, eps: x / torch.sqrt(_mean_square(x)) * w,
+     "eps is missing: x / sqrt(mean(x^2)) divides by zero for an all-zero token and is off for small inputs; "
+     "divide by sqrt(mean(x^2) + eps)"),
     (lambda x, w, eps: x / (_mean_square(x) + eps) * w,
      "the square root is missing: divide by sqrt(mean(x^2) + eps), the root mean square"),
     (lambda x, w, eps: x / torch.sqrt(_mean_square(x) + eps),
@@ -174,7 +177,7 @@ def _rms_cases(specs, reveal):
         name, calls, data = _RMS_KINDS[kind](x, weight, eps, spec)
         data.update(expected=F.rms_norm(x, (x.shape[-1],), weight, eps),
                     mistakes=mistake_outputs(_rms_mistakes(x), x, weight, eps))
-        yield Case(name, calls, f"rms_norm:{kind}", data,
+        yield Case(name, calls, f"rms_norm:{kind}", data, explain="rms_norm",
                    about=spec.get("about", "scale invariance" if kind == "scale" else ""))
 
 
@@ -254,6 +257,8 @@ def _gate_weight_mistakes(logits, k, reveal):
                          "choice for k = 1); here, as in Mixtral, take the softmax over the k selected logits only "
                          "(or divide the kept probabilities by their sum)"),
             (chosen, "these are the raw logits: the gate weights are the softmax over the k selected logits"),
+            (chosen.softmax(0), "the softmax was taken over the tokens (dim 0); take it over the k selected logits "
+                                "of each token (dim -1), so that each token's weights sum to 1"),
             (chosen / chosen.sum(-1, keepdim=True),
              "the logits were divided by their sum: use a softmax over the k selected logits")]
 
@@ -282,7 +287,7 @@ def _routing_cases(specs, reveal):
         logits = _router_logits(spec)
         name, data = _ROUTING_KINDS[kind](logits, spec, reveal)
         yield Case(name, [Call(logits, spec["k"])], f"top_k_routing:{kind}", data, expects_error=kind == "error",
-                   about=spec.get("about", ""))
+                   explain="top_k_routing", about=spec.get("about", ""))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,6 +333,11 @@ def _gates_as_p(logits, indices):
     return torch.zeros(logits.shape, dtype=torch.float64).scatter_(1, indices, gates).mean(0)
 
 
+def _tokens_softmax_p(logits):
+    """P_i from a softmax over the tokens (dim 0) instead of over the experts."""
+    return logits.to(torch.float64).softmax(0).mean(0)
+
+
 _BALANCE_MISTAKES = [
     (lambda logits, indices: _balance_oracle(logits, indices) / logits.shape[1],
      "the factor num_experts is missing: loss = E * sum_i f_i P_i (so that perfect balance gives 1)"),
@@ -345,7 +355,20 @@ _BALANCE_MISTAKES = [
                                                 * _gates_as_p(logits, indices)).sum(),
      "P_i was computed from the renormalised top-k gate weights; P_i is the mean of the full softmax over all "
      "experts, so that the loss also pushes up experts that were not chosen"),
+    (lambda logits, indices: logits.shape[1] * (_counts(indices, logits.shape[1]) / indices.numel()
+                                                * _tokens_softmax_p(logits)).sum(),
+     "P_i was computed with a softmax over the tokens (dim 0); the softmax is over the experts of each token "
+     "(dim -1), then averaged over the tokens"),
 ]
+
+
+def _distinct(mistakes, tol=1e-9):
+    """The known mistakes whose output no mistake with another cause shares on these inputs (a collapsed router
+    makes several formulas give E): naming one of two equal outputs would be a guess."""
+    def same(a, b):
+        return abs(float(a) - float(b)) <= tol * (1 + abs(float(b)))
+    return [(out, cause) for out, cause in mistakes
+            if not any(same(out, other) and cause != other_cause for other, other_cause in mistakes)]
 
 
 def _balance_cases(specs, reveal):
@@ -353,7 +376,7 @@ def _balance_cases(specs, reveal):
         logits, indices = _balance_inputs(spec)
         # compared in the dtype of the logits, the dtype the loss must have
         mistakes = [(wrong.to(logits.dtype), cause)
-                    for wrong, cause in mistake_outputs(_BALANCE_MISTAKES, logits, indices)]
+                    for wrong, cause in _distinct(mistake_outputs(_BALANCE_MISTAKES, logits, indices))]
         data = {"expected": _balance_oracle(logits, indices).to(logits.dtype), "mistakes": mistakes}
         name = spec.get("name") or (f"{spec['tokens']} tokens, {spec['experts']} experts, k = {spec['k']}"
                                     + (", one favoured expert" if spec.get("bias") else "")
@@ -427,13 +450,15 @@ SPECS = {
         {"tokens": 12, "experts": 4, "k": 2, "seed": 132, "values": "ties", "levels": 2, "about": "many ties"},
         {"tokens": 1, "experts": 2, "k": 1, "seed": 133, "about": "one token"},
         {"tokens": 6, "experts": 7, "k": 3, "seed": 134, "scale": 5.0, "dtype": "float32", "about": "float32"},
+        {"tokens": 5, "experts": 3, "k": 3, "seed": 136, "about": "k = E: every expert"},
         {"kind": "error", "tokens": 3, "experts": 2, "k": 3, "seed": 135, "about": "k > E: must raise ValueError"},
     ],
     "load_balancing_loss": [
         {"name": "perfect balance", "tokens": 12, "experts": 6, "k": 1, "routing": "balanced",
          "about": "perfect balance"},
-        {"name": "collapse", "tokens": 5, "experts": 8, "k": 2, "routing": "collapsed", "about": "collapse, k = 2"},
+        # A random routing before the collapse: on a collapsed router several mistakes give the same loss.
         {"tokens": 16, "experts": 8, "k": 2, "seed": 140, "bias": 3.0, "about": "one favoured expert"},
+        {"name": "collapse", "tokens": 5, "experts": 8, "k": 2, "routing": "collapsed", "about": "collapse, k = 2"},
         {"tokens": 3, "experts": 3, "k": 1, "seed": 141, "about": "k = 1 (Switch)"},
         {"tokens": 9, "experts": 4, "k": 4, "seed": 142, "dtype": "float32", "about": "k = E, float32"},
     ],

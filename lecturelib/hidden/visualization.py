@@ -26,6 +26,19 @@ from . import mistake_outputs
 from ._inputs import dtype_of, randn, shape_str
 
 
+def _distinct_outputs(mistakes, *args) -> list:
+    """``mistake_outputs`` without the outputs that two mistakes with different causes share on these inputs (two
+    all-zero Grad-CAM maps, say): such an output names neither cause (measured: with one student's seeds, alpha
+    averaged over the batch and logits[:, class_idx] both gave all-zero maps at relu3)."""
+    outputs = mistake_outputs(mistakes, *args)
+
+    def same(a, b):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
+            torch.allclose(a.to(torch.float64), b.to(torch.float64), rtol=1e-6, atol=1e-9))
+    return [(out, cause) for out, cause in outputs
+            if not any(same(out, other) and other_cause != cause for other, other_cause in outputs)]
+
+
 def _classes(spec, n: int, num_classes: int) -> torch.Tensor:
     if "classes" in spec:
         return torch.tensor(spec["classes"], dtype=torch.long)
@@ -35,6 +48,19 @@ def _classes(spec, n: int, num_classes: int) -> torch.Tensor:
 def _scores(logits, classes):
     """(N,) each image's own entry of (N, C) ``logits``."""
     return logits.gather(1, classes[:, None])[:, 0]
+
+
+def _first_only(maps):
+    """(N, ...) the maps of a batch with every image but the first left at zero. A known mistake rather than left
+    to ``core.what_differs``: a Grad-CAM map can be all zero after the ReLU (image 3 of hidden case 1), and a
+    zero image that is "right" hides the pattern "only the first image is right"."""
+    out = torch.zeros_like(maps)
+    out[:1] = maps[:1]
+    return out
+
+
+_FIRST_ONLY = ("only the first image of the batch was computed (the others are zero): process every image of the "
+               "batch, each with its own class")
 
 
 def _class_weights(model: LinearModel, classes: torch.Tensor) -> torch.Tensor:
@@ -120,7 +146,7 @@ def _saliency_case(spec) -> Case:
     images = randn(spec["images"], spec["seed"] + 1, dtype)
     classes = _classes(spec, n, num_classes)
     data = {"expected": _saliency_oracle(model, images, classes), "images_shape": (n, c, h, w),
-            "mistakes": mistake_outputs(_saliency_mistakes(n), model, images, classes)}
+            "mistakes": _distinct_outputs(_saliency_mistakes(n), model, images, classes)}
     name = f"{what}, images {shape_str(images.shape)}, labels {classes.tolist()}"
     if "dtype" in spec:
         name += f", {spec['dtype']}"
@@ -184,7 +210,7 @@ def _cam_case(spec) -> Case:
     bias = randn((num_classes,), spec["seed"] + 2, dtype)
     classes = _classes(spec, n, num_classes)
     data = {"expected": _cam_loop(features, weight, classes), "features_shape": (n, k, h, w),
-            "fc_weight_shape": (num_classes, k), "mistakes": mistake_outputs(_cam_mistakes(features, weight),
+            "fc_weight_shape": (num_classes, k), "mistakes": _distinct_outputs(_cam_mistakes(features, weight),
                                                                              features, weight, classes)}
     name = f"features {shape_str(features.shape)}, fc_weight {num_classes}x{k}, classes {classes.tolist()}"
     about = "a class per image" + (", as many classes as channels" if num_classes == k else "")
@@ -310,7 +336,26 @@ _GRAD_CAM_BATCH_MISTAKES = [
     (lambda m, layer, x, y: _cam_from(*_layer_grads(m, layer, x, y, score="mixed")),
      "logits[:, class_idx] mixes the images' classes (an N x N matrix); take each image's own score: "
      "logits[torch.arange(N), class_idx]"),
+    (_from_grads(lambda A, G: F.relu((G.mean(dim=(0, 2, 3), keepdim=True) * A).sum(1))),
+     "the gradients were averaged over the batch too (dim 0): alpha_k belongs to one image, the mean of its own "
+     "gradients over the spatial positions (dims 2, 3) only"),
+    (lambda m, layer, x, y: _first_only(_grad_cam_oracle(m, layer, x, y)), _FIRST_ONLY),
 ]
+
+
+def _layer_input_map(model, layer, images, classes):
+    """Grad-CAM of the target layer's INPUT (``inputs[0]`` of a forward hook): the previous layer's output, or
+    the images for the first layer."""
+    index = model.LAYERS.index(layer)
+    if index:
+        return _grad_cam_oracle(model, model.LAYERS[index - 1], images, classes)
+    x = images.detach().clone().requires_grad_(True)
+    (G,) = torch.autograd.grad(_scores(model(x), classes).sum(), x)
+    return _cam_from(x.detach(), G)
+
+
+_LAYER_INPUT = ("the activations are the layer's INPUT (inputs[0] in the forward hook); Grad-CAM uses its OUTPUT: "
+                "hook(module, inputs, output) keeps `output`")
 
 
 def _grad_cam_mistakes(model, layer, spec):
@@ -331,10 +376,19 @@ def _grad_cam_mistakes(model, layer, spec):
                  "model really uses)")
         mistakes += [(_overwritten(inplace, False), cause), (_overwritten(inplace, True), cause)]
     return mistakes + [
-        (lambda m, layer, x, y: _min_max(_grad_cam_oracle(m, layer, x, y)),
-         "the map was normalised; return it unnormalised at the layer's resolution (the display helper "
-         "normalises)"),
+        (_layer_input_map, _LAYER_INPUT),
+        (lambda m, layer, x, y: _min_max(_grad_cam_oracle(m, layer, x, y)), _NORMALISED),
+        (lambda m, layer, x, y: _max_scaled(_grad_cam_oracle(m, layer, x, y)), _NORMALISED),
     ]
+
+
+_NORMALISED = ("the map was normalised; return it unnormalised at the layer's resolution (the display helper "
+               "normalises)")
+
+
+def _max_scaled(maps):
+    """(N, h, w) each map divided by its maximum (min-max normalisation differs where a map's minimum is not 0)."""
+    return maps / maps.flatten(1).max(1).values.clamp_min(1e-30)[:, None, None]
 
 
 _GRAD_CAM_ORACLES = {"value": _grad_cam_oracle, "cam_identity": _grad_cam_identity}
@@ -344,7 +398,7 @@ def _grad_cam_values(model, layer, images, classes, spec) -> dict:
     """The expected map (by the hook-free oracle, or by design at the last layer) and the known mistakes'."""
     oracle = _GRAD_CAM_ORACLES[spec.get("kind", "value")]
     return {"expected": oracle(model, layer, images, classes),
-            "mistakes": mistake_outputs(_grad_cam_mistakes(model, layer, spec), model, layer, images, classes)}
+            "mistakes": _distinct_outputs(_grad_cam_mistakes(model, layer, spec), model, layer, images, classes)}
 
 
 def _set_caller_state(model, spec):
@@ -424,11 +478,13 @@ def _positions(h, w, patch, stride) -> tuple[int, int]:
     return (h - patch) // stride + 1, (w - patch) // stride + 1
 
 
-def _occlusion_brute_force(model, images, classes, patch, stride, score="logit", baseline=None):
+def _occlusion_brute_force(model, images, classes, patch, stride, score="logit", baseline=None, step=None):
     """((N, rows, cols) score drops, (N,) scores of the images), one patch position at a time; ``baseline``
-    (N, C) fills the patch with a value per image and channel instead of zeros."""
+    (N, C) fills the patch with a value per image and channel instead of zeros; ``step`` (a known mistake) puts
+    position i at row i * step instead of i * stride."""
     n, _, h, w = images.shape
     rows, cols = _positions(h, w, patch, stride)
+    start = stride if step is None else step
 
     def score_of(x):
         logits = model(x)
@@ -440,8 +496,8 @@ def _occlusion_brute_force(model, images, classes, patch, stride, score="logit",
         out = torch.zeros(n, rows, cols, dtype=images.dtype)
         for i in range(rows):
             for j in range(cols):
-                region = (slice(None), slice(None), slice(i * stride, i * stride + patch),
-                          slice(j * stride, j * stride + patch))
+                region = (slice(None), slice(None), slice(i * start, i * start + patch),
+                          slice(j * start, j * start + patch))
                 occluded = images.clone()
                 occluded[region] = fill[region]
                 out[:, i, j] = base - score_of(occluded)
@@ -470,6 +526,13 @@ def _occluded_scores(*args):
     return base[:, None, None] - drops
 
 
+def _stepped_by_patch(model, images, classes, patch, stride):
+    """The drops with position i at row i * patch (left out where patch == stride: then it is right)."""
+    if patch == stride:
+        raise ValueError("the same as the right answer")
+    return _drops(model, images, classes, patch, stride, step=patch)
+
+
 def _occlusion_mistakes(n, square):
     """Wrong maps ``fn(model, images, classes, patch, stride)`` with their causes, in the order they are named."""
     mistakes = [
@@ -486,6 +549,10 @@ def _occlusion_mistakes(n, square):
     if n > 1:
         mistakes.append((lambda m, x, y, p, s: _drops(m, x, y[:1].expand(n), p, s),
                          "every image used the class of the first image; use each image's own label"))
+        mistakes.append((lambda *a: _first_only(_drops(*a)), _FIRST_ONLY))
+    mistakes.append((_stepped_by_patch,
+                     "the patch at position i starts at row i * patch; it starts at row i * stride (consecutive "
+                     "positions are `stride` pixels apart, and patches overlap when stride < patch)"))
     if square:
         mistakes.append((lambda *a: _drops(*a).transpose(1, 2),
                          "rows and columns are swapped: entry [n, i, j] has the patch at rows i * stride ... and "
@@ -536,7 +603,7 @@ def _occlusion_case(spec) -> Case:
     expected, what = _occlusion_expected(model, images, classes, patch, stride)
     mistakes = _occlusion_mistakes(n, expected.shape[1] == expected.shape[2])
     data = {"expected": expected, "shape_mistakes": _occlusion_shape_causes(h, w, patch, stride),
-            "mistakes": mistake_outputs(mistakes, model, images, classes, patch, stride)}
+            "mistakes": _distinct_outputs(mistakes, model, images, classes, patch, stride)}
     name = (f"{what}, images {shape_str(images.shape)}, labels {classes.tolist()}, patch {patch}, "
             f"stride {stride}" + (f", {spec['dtype']}" if "dtype" in spec else ""))
     about = what.split(":")[0] + (", non-square images" if h != w else "") + (
@@ -607,8 +674,10 @@ SPECS = {
          "seed": 214},
     ],
     "grad_cam": [
-        {"kind": "cam_identity", "layer": "relu3", "images": (3, 3, 6, 10), "classes": [1, 0, 2], "seed": 221},
+        # An inner layer first: at relu3 (GAP + linear after it) a wrong alpha shared by the batch often makes every
+        # map zero after the ReLU, and an all-zero map names no cause.
         {"layer": "conv2", "images": (4, 3, 6, 6), "classes": [1, 2, 0, 2], "num_classes": 3, "seed": 222},
+        {"kind": "cam_identity", "layer": "relu3", "images": (3, 3, 6, 10), "classes": [1, 0, 2], "seed": 221},
         {"layer": "conv3", "images": (3, 2, 8, 4), "classes": [0, 2, 1], "seed": 223},
         {"layer": "conv1", "images": (2, 3, 4, 6), "classes": [2, 0], "seed": 224},
         {"layer": "bn2", "bn": True, "train": True, "images": (2, 3, 6, 8), "classes": [2, 0], "seed": 225},

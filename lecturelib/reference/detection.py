@@ -12,7 +12,20 @@ Conventions (the notebook states them; lecturelib/checks/detection.py checks the
 * anchor labelling follows torchvision's ``Matcher`` (IoU >= high positive, < low negative, ignored in
   between, low-quality matches for every anchor that ties for a ground truth's best IoU) except that a
   ground truth overlapping no anchor (best IoU 0) makes no anchor positive;
-* NMS follows torchvision's CPU kernel: stable descending sort, suppress when IoU > threshold.
+* NMS follows torchvision's CPU kernel (``nms_kernel.cpp``): stable descending sort, suppress when
+  IoU > threshold, the IoU computed in the boxes' dtype and compared with the threshold as a float64 number
+  (tests/test_torchvision_parity.py checks this against a scalar port of the kernel);
+* RPN proposals follow torchvision's ``RegionProposalNetwork.filter_proposals`` for one image: per level the
+  top ``pre_nms_top_n`` anchors by objectness (stable: equal logits keep their anchor order), decoded with weights
+  (1, 1, 1, 1), clipped to the image (x to [0, W], y to [0, H]), NMS within each level (as ``batched_nms`` with
+  the level as the class), then all levels merged by decreasing objectness (stable: lower level first, then
+  the level's own order) and the first ``post_nms_top_n`` kept; no small-box or score filter; the scores
+  returned are the objectness logits;
+* YOLO v1 targets: the cell (row i, column j) that owns an object holds its centre, i = floor(cy / (H / S)),
+  j = floor(cx / (W / S)) clamped to S - 1 (a centre on a border belongs to the cell below / to the right);
+  per slot (x, y, w, h, confidence) with (x, y) the centre's offset in the cell in cell units and (w, h) the
+  size divided by the image's (W, H), confidence 1; the same box in all B slots; then the C-class one-hot;
+  the first object (lowest index) of a cell keeps it.
 """
 from __future__ import annotations
 
@@ -23,7 +36,7 @@ import torch
 from .._validate import require_float, require_pair, require_tensor
 from ..boxes import box_iou
 
-__all__ = ["encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms"]
+__all__ = ["encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms", "rpn_proposals", "yolo_target"]
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
@@ -106,12 +119,21 @@ def label_anchors(anchors, gt_boxes, high=0.7, low=0.3, allow_low_quality=True):
 
 
 def nms(boxes, scores, iou_threshold) -> torch.Tensor:
-    """Greedy non-maximum suppression: indices (K,) int64 of the kept boxes, by decreasing score."""
+    """Greedy non-maximum suppression: indices (K,) int64 of the kept boxes, by decreasing score.
+
+    As torchvision's kernel: the IoU is computed in the dtype of the boxes (float32 boxes: a float32 IoU) and
+    compared with ``iou_threshold`` as a float64 number. At an IoU exactly equal to the threshold this decides:
+    boxes [0, 0, 10, 10] and [0, 0, 3, 10] have the float32 IoU 0.3f = 0.30000001 > 0.3, so at threshold 0.3 the
+    second is suppressed (``iou > 0.3`` on the float32 tensor would round the threshold to 0.3f and keep it; in
+    float64 the IoU is 0.3 and it is kept). Where torchvision differs: a pair of zero-area boxes has IoU NaN there
+    and 0 here (``box_iou``), which decides the same for every threshold >= 0; boxes with x2 < x1 or y2 < y1 are
+    refused here (``box_iou`` raises ValueError).
+    """
     boxes = require_tensor("boxes", boxes, shape=(None, 4), floating=True)
     scores = require_tensor("scores", scores, shape=(len(boxes),), floating=True)
     iou_threshold = require_float("iou_threshold", iou_threshold)
     order = torch.sort(scores, descending=True, stable=True).indices
-    iou = box_iou(boxes[order], boxes[order])
+    iou = box_iou(boxes[order], boxes[order]).double()      # float32 IoU, compared in float64 (torchvision)
     suppressed = torch.zeros(len(order), dtype=torch.bool)
     keep = []
     for i in range(len(order)):
@@ -120,3 +142,51 @@ def nms(boxes, scores, iou_threshold) -> torch.Tensor:
         keep.append(i)
         suppressed |= iou[i] > iou_threshold
     return order[torch.as_tensor(keep, dtype=torch.int64)]
+
+
+def rpn_proposals(objectness, deltas, anchors, image_size, pre_nms_top_n=1000, post_nms_top_n=300,
+                  iou_threshold=0.7):
+    """The RPN's proposals of one image: (boxes (K, 4) in the dtype of the deltas, scores (K,) objectness logits).
+
+    objectness, deltas, anchors: lists with one entry per level, (A_l,), (A_l, 4), (A_l, 4).
+    image_size: (H, W). Per level: top min(pre_nms_top_n, A_l) by objectness (stable), decode, clip, NMS (IoU >
+    iou_threshold, compared in float64); then all levels by decreasing objectness (stable), the first
+    post_nms_top_n.
+    """
+    height, width = require_pair("image_size", image_size, minimum=1)
+    if not isinstance(objectness, (list, tuple)) or not len(objectness) == len(deltas) == len(anchors) or \
+            not objectness:
+        raise ValueError("objectness, deltas and anchors must be lists with one entry per level (at least one)")
+    boxes_out, scores_out = [], []
+    for obj, dlt, anc in zip(objectness, deltas, anchors):
+        top = torch.sort(obj, descending=True, stable=True).indices[:min(int(pre_nms_top_n), len(obj))]
+        boxes = decode_boxes(anc[top], dlt[top])
+        boxes = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                             boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+        keep = nms(boxes, obj[top], iou_threshold)
+        boxes_out.append(boxes[keep])
+        scores_out.append(obj[top][keep])
+    boxes, scores = torch.cat(boxes_out), torch.cat(scores_out)
+    order = torch.sort(scores, descending=True, stable=True).indices[:int(post_nms_top_n)]
+    return boxes[order], scores[order]
+
+
+def yolo_target(boxes, labels, S, B, C, image_size) -> torch.Tensor:
+    """YOLO v1's (S, S, 5 B + C) float32 target for one image's (N, 4) xyxy boxes and (N,) int64 labels.
+
+    image_size: (H, W). Slot b of cell (i, j) is [5 b: 5 b + 5] = (x, y, w, h, 1); the class one-hot is [5 B:]."""
+    boxes = require_tensor("boxes", boxes, shape=(None, 4), floating=True)
+    labels = require_tensor("labels", labels, shape=(len(boxes),))
+    height, width = require_pair("image_size", image_size, minimum=1)
+    target = torch.zeros(S, S, 5 * B + C, dtype=torch.float32)
+    b = boxes.double()
+    cx, cy = (b[:, 0] + b[:, 2]) / 2 / (width / S), (b[:, 1] + b[:, 3]) / 2 / (height / S)   # in cells
+    w, h = (b[:, 2] - b[:, 0]) / width, (b[:, 3] - b[:, 1]) / height
+    for k in range(len(boxes)):
+        i, j = min(int(math.floor(cy[k])), S - 1), min(int(math.floor(cx[k])), S - 1)
+        if target[i, j, 4] == 1:          # the cell already has an object: the first one keeps it
+            continue
+        slot = torch.tensor([cx[k] - j, cy[k] - i, w[k], h[k], 1.0], dtype=torch.float32)
+        target[i, j, :5 * B] = slot.repeat(B)
+        target[i, j, 5 * B + int(labels[k])] = 1.0
+    return target

@@ -1,5 +1,5 @@
-"""Reference solutions of the instance-segmentation (Mask R-CNN) exercises: mask targets, the mask loss
-and pasting RoI masks back into the image.
+"""Reference solutions of the instance-segmentation (Mask R-CNN) exercises: mask targets, the mask loss,
+pasting RoI masks back into the image, and the keypoint head's targets and decoding.
 
 Coordinates follow the half-pixel model of ``lecturelib.data`` and RoIAlign(aligned=True): pixel (i, j)
 covers [j, j + 1) x [i, i + 1) and its centre is (j + 0.5, i + 0.5); a box (x1, y1, x2, y2) is a
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .._validate import require_float, require_int, require_pair, require_tensor
 from ..rois import roi_align
 
-__all__ = ["mask_targets", "mask_loss", "paste_masks"]
+__all__ = ["mask_targets", "mask_loss", "paste_masks", "keypoint_targets", "decode_keypoints"]
 
 
 def mask_targets(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idx: torch.Tensor, M: int) -> torch.Tensor:
@@ -113,3 +113,52 @@ def _resample(masks: torch.Tensor, boxes: torch.Tensor, r0: int, r1: int, c0: in
     gy = (torch.arange(r0, r1, dtype=masks.dtype) + 0.5 - y1) / (y2 - y1) * 2 - 1     # (R, h)
     grid = torch.stack([gx[:, None, :].expand(-1, r1 - r0, -1), gy[:, :, None].expand(-1, -1, c1 - c0)], dim=-1)
     return F.grid_sample(masks[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+
+
+def keypoint_targets(keypoints: torch.Tensor, rois: torch.Tensor, heatmap_size: int):
+    """Each keypoint as a one-hot target in its RoI's heatmap_size x heatmap_size heatmap (Mask R-CNN's rule, as
+    detectron2's ``keypoints_to_heatmap``).
+
+    keypoints: (R, P, 3) float (x, y, v) of the object matched to each RoI, v as COCO (0 = not labelled);
+    rois: (R, 4) float xyxy; heatmap_size: S. The keypoint's cell is
+    column = floor((x - x1) * S / (x2 - x1)), row = floor((y - y1) * S / (y2 - y1)), except that a keypoint exactly
+    on the right (bottom) edge, x == x2 (y == y2), belongs to the last column (row) S - 1. It is *valid* if it is
+    labelled (v > 0, occluded ones too) and its cell lies in the heatmap (0 <= column, row < S).
+    Returns (targets (R, P) int64: the flat index row * S + column, 0 where not valid; valid (R, P) bool).
+    """
+    keypoints = require_tensor("keypoints", keypoints, ndim=3, floating=True)
+    rois = require_tensor("rois", rois, shape=(None, 4), floating=True)
+    size = require_int("heatmap_size", heatmap_size, minimum=1)
+    if keypoints.shape[0] != rois.shape[0] or keypoints.shape[2] != 3:
+        raise ValueError(f"keypoints must be (R, P, 3) with R = {len(rois)} (one row per RoI), "
+                         f"got {tuple(keypoints.shape)}")
+    x, y, v = keypoints.unbind(-1)
+    x1, y1, x2, y2 = (c[:, None] for c in rois.to(keypoints.dtype).unbind(1))
+    col = ((x - x1) * (size / (x2 - x1))).floor().long()
+    row = ((y - y1) * (size / (y2 - y1))).floor().long()
+    col = torch.where(x == x2, size - 1, col)
+    row = torch.where(y == y2, size - 1, row)
+    valid = (v > 0) & (col >= 0) & (row >= 0) & (col < size) & (row < size)
+    return torch.where(valid, row * size + col, 0), valid
+
+
+def decode_keypoints(heatmaps: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+    """The argmax of each keypoint heatmap, back in image coordinates.
+
+    heatmaps: (R, P, S, S) float logits; rois: (R, 4) float xyxy. The maximum of each S x S heatmap (the first
+    one in row-major order on ties, as ``torch.argmax`` of the flattened heatmap) at (row, column) decodes to
+    the centre of that cell: x = x1 + (column + 0.5) * (x2 - x1) / S, y = y1 + (row + 0.5) * (y2 - y1) / S.
+    Returns (R, P, 3) in the dtype of heatmaps: (x, y, score), the score being the maximum value itself.
+    """
+    heatmaps = require_tensor("heatmaps", heatmaps, ndim=4, floating=True)
+    rois = require_tensor("rois", rois, shape=(None, 4), floating=True)
+    r, p, height, width = heatmaps.shape
+    if height != width or len(rois) != r:
+        raise ValueError(f"heatmaps must be (R, P, S, S) with R = {len(rois)}, got {tuple(heatmaps.shape)}")
+    flat = heatmaps.flatten(2)                                               # (R, P, S * S)
+    score, index = flat.amax(-1), flat.argmax(-1)                            # argmax: the first maximum on ties
+    row, col = index // width, index % width
+    x1, y1, x2, y2 = (c[:, None] for c in rois.to(heatmaps.dtype).unbind(1))
+    x = x1 + (col.to(heatmaps.dtype) + 0.5) * (x2 - x1) / width
+    y = y1 + (row.to(heatmaps.dtype) + 0.5) * (y2 - y1) / height
+    return torch.stack([x, y, score], dim=-1)
