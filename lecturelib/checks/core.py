@@ -472,6 +472,8 @@ def _last_axis(close: torch.Tensor) -> str | None:
 
 def _scaled(got: torch.Tensor, expected: torch.Tensor) -> str | None:
     """``got`` is ``expected`` times a constant, or ``expected`` plus a constant."""
+    if not bool(got.any()):
+        return "your output is zero everywhere"
     norm = float((expected * expected).sum())
     if norm > 0:
         factor = float((got * expected).sum()) / norm
@@ -487,6 +489,8 @@ def _scaled(got: torch.Tensor, expected: torch.Tensor) -> str | None:
 
 def _moved(got: torch.Tensor, expected: torch.Tensor) -> str | None:
     """The right values in the wrong places: a transpose, an axis order or an index mix-up."""
+    if torch.allclose(got, expected, rtol=1e-4, atol=1e-6):
+        return "every value is close, but outside the tolerance (an epsilon, or float32 arithmetic?)"
     if got.numel() < 2 or not torch.allclose(got.flatten().sort().values, expected.flatten().sort().values,
                                               rtol=1e-4, atol=1e-6):
         return None
