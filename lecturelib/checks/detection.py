@@ -307,16 +307,19 @@ def _verify_nms(outcomes, data, reveal):
     raise Mismatch("\n".join(lines))
 
 
+# The library NMS, refused by nms and rpn_proposals (which may use the student's own nms).
+_LIBRARY_NMS = (ForbiddenCallable("torchvision.ops", "nms", "torchvision.ops.nms"),
+                ForbiddenCallable("torchvision.ops", "batched_nms", "torchvision.ops.batched_nms"))
+
+
 register(Exercise(
     "nms", topic="detection",
     summary="greedy NMS: kept indices by decreasing score (stable on ties), a box kept iff no kept box with a "
             "higher score overlaps it with IoU > threshold (strictly; the IoU in the boxes' dtype compared in "
             "float64, as torchvision), equal to brute force on clusters, a chain, exact-threshold IoU, equal scores, "
             "no boxes",
-    forbidden=(CallableWatch(
-        (ForbiddenCallable("torchvision.ops", "nms", "torchvision.ops.nms"),
-         ForbiddenCallable("torchvision.ops", "batched_nms", "torchvision.ops.batched_nms")),
-        slow_hint="greedy NMS needs one pass over the sorted boxes (an endless loop?)"),),
+    forbidden=(CallableWatch(_LIBRARY_NMS,
+                             slow_hint="greedy NMS needs one pass over the sorted boxes (an endless loop?)"),),
 ))
 
 
@@ -390,10 +393,8 @@ register(Exercise(
             "(stable), the first post_nms_top_n; boxes in the deltas' dtype, scores the logits; several levels, "
             "overlaps across levels, boxes outside a non-square image, IoU at the threshold, equal logits, an "
             "empty level",
-    forbidden=(CallableWatch(
-        (ForbiddenCallable("torchvision.ops", "nms", "torchvision.ops.nms"),
-         ForbiddenCallable("torchvision.ops", "batched_nms", "torchvision.ops.batched_nms")),
-        slow_hint="one sort per level and your NMS (an endless loop?)"),),
+    forbidden=(CallableWatch(_LIBRARY_NMS,
+                             slow_hint="one sort per level and your NMS (an endless loop?)"),),
 ))
 
 
