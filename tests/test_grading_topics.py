@@ -127,7 +127,7 @@ TOPICS = [
         raise ValueError("cost matrix is infeasible: a row has only forbidden entries")
     if cost.shape[0] > cost.shape[1]:''')]},
           broken=("hungarian_match",), sneaky="hungarian_match",
-          hidden_failures=("hidden case 14 (no complete assignment: must raise ValueError)",)),
+          hidden_failures=("hidden case 15 (no complete assignment: must raise ValueError)",)),
     Topic("05_instance_segmentation", "instance_segmentation", "inst_partial",
           replace={"mask_targets": SNEAKY_MASK_TARGETS},
           edits={"paste_masks": [("align_corners=False)\n    return pasted[:, 0] >= threshold",
