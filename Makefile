@@ -31,7 +31,7 @@ lab: install
 	$(BIN)/jupyter lab $(ALLOW_ROOT) notebooks/
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -45,7 +45,8 @@ audit: install
 	$(BIN)/python -m lecturelib.hidden.audit $(TOPIC)
 
 # Retrain the shipped model weights in lecturelib/weights/ (deterministic; a few minutes each on 2 cores).
-# TOPIC=detr (or TOPIC="detection detr") limits it to some topics, as for `make bench`.
+# TOPIC=detr (or TOPIC="detection detr") limits it to some topics, as for `make bench`; a topic's second model
+# goes by its recipe's name (TOPIC=keypoints: scripts/train_keypoints.py, the keypoint head of 05).
 weights: install
 	$(BIN)/python scripts/train_weights.py $(TOPIC)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,7 +45,8 @@ def _roi_align_loop(features, rois, size, scale):
 def run() -> None:
     from lecturelib import data
     from lecturelib import instance_segmentation as inst
-    from lecturelib.reference import paste_masks
+    from lecturelib.evaluation import pck
+    from lecturelib.reference import decode_keypoints, paste_masks
     from lecturelib.rois import roi_align
 
     emit("== Instance segmentation: Mask R-CNN's mask branch ==")
@@ -92,3 +94,25 @@ def run() -> None:
              + f"; masks + pasting + evaluation {seconds / len(held_out) * 1e3:.2f} ms/image (DETR's boxes computed before)")
     emit(f"    trained by `{meta['command']}` on {meta.get('train', '?')}: {meta['epochs']} epochs, "
          f"{meta.get('train_seconds', '?')} s with {meta.get('threads', '?')} thread(s)")
+
+    emit("  keypoint head (keypoints_shapes), 1000 held-out images (seed 1), reference decode_keypoints; PCK@0.1 = share "
+         "of the visible keypoints within 0.1 x the longer side of the object's box (objects under 25% visible left out):")
+    kp_model = inst.load_pretrained("keypoints_shapes")
+    kp_meta = kp_model.metadata
+    held_out = data.make_shapes(1000, seed=1)
+    start = time.perf_counter()
+    scores = inst.evaluate_keypoints(kp_model, held_out, decode_keypoints)
+    seconds = time.perf_counter() - start
+    with_detr = inst.evaluate_keypoints(kp_model, held_out, decode_keypoints, inst.detr_detections(held_out))
+    rng = np.random.default_rng(0)
+    rois = np.concatenate(held_out.boxes) + np.array([-2.0, -2.0, 2.0, 2.0])   # the head's RoIs (grown by 2 px)
+    guess = rois[:, None, :2] + rng.random((len(rois), data.MAX_KEYPOINTS, 2)) * (rois[:, None, 2:] - rois[:, None, :2])
+    keep = ~np.concatenate(held_out.ignore)
+    chance = pck(guess[keep], np.concatenate(held_out.keypoints)[keep], np.concatenate(held_out.boxes)[keep])
+    emit(f"    ground-truth boxes: PCK@0.1 {scores['pck']:.3f} (target at least 0.6; a point drawn uniformly in the "
+         f"RoI: {chance:.3f}), {scores['pck_any_order']:.3f} with each object's slots permuted at best, "
+         f"{scores['pck_labelled']:.3f} counting occluded keypoints too; {seconds / len(held_out) * 1e3:.2f} ms/image")
+    emit(f"    DETR's boxes (matched one-to-one at IoU >= 0.5, {with_detr['matched']:.1%} of the objects): PCK@0.1 "
+         f"{with_detr['pck']:.3f}")
+    emit(f"    trained by `{kp_meta['command']}` on {kp_meta.get('train', '?')}: {kp_meta['epochs']} epochs, "
+         f"{kp_meta.get('train_seconds', '?')} s with {kp_meta.get('threads', '?')} thread(s)")

@@ -104,6 +104,14 @@ def run() -> None:
     acc = vis.accuracy(model, held_out)
     emit(f"  classifier: held-out accuracy {acc:.2%} on 1000 images (seed 1) (target at least 97%); "
          f"tiny ViT {vis.accuracy(vit, held_out):.2%}")
+    filters = vis.load_pretrained("filters_shapes")
+    structure = vis.filter_structure(vis.first_layer_filters(filters))
+    weight = tuple(vis.first_layer_filters(filters).shape)
+    emit(f"  filters model (first layer {weight[2]} x {weight[3]}, stride 2): held-out accuracy "
+         f"{vis.accuracy(filters, held_out):.2%}; first-layer filters: median smoothness "
+         f"{float(structure['smoothness'].median()):.3f} (same taps shuffled {structure['shuffled_smoothness']:.3f}), "
+         f"oriented {structure['oriented_share']:.0%} of {weight[0]} (random filters: 5%); trained in "
+         f"{filters.metadata.get('train_seconds', '?')} s")
 
     blocks = model.blocks()
     sizes = block_resolutions(model)

@@ -41,9 +41,10 @@ def nbgrader(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run an nbgrader command with this repository's nbgrader_config.py.
 
     nbgrader reads ``nbgrader_config.py`` from its working directory, the repository (it has no ``--config``
-    option: passing one only printed "Unrecognized alias: 'config'"), then from the course root.
+    option: passing one only printed "Unrecognized alias: 'config'"), then from the course root. Started through
+    ``lecturelib.grading.nbgrader_cli``, which is nbgrader without an import that costs seconds.
     """
-    cmd = [sys.executable, "-m", "nbgrader", *args]
+    cmd = [sys.executable, "-m", "lecturelib.grading.nbgrader_cli", *args]
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"

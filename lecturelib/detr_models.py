@@ -55,10 +55,12 @@ class TinyDETR(nn.Module):
     images (B, 3, 64, 64) float in [0, 1] -> {"pred_logits": (B, Q, num_classes), "pred_boxes":
     (B, Q, 4) normalised cxcywh in (0, 1)}. Logit 0 is "no object".
 
-    * backbone: 5 conv blocks (widths 16-32-64-64-d, three of stride 2) and ``extra_blocks`` more of width d
-      to a (d, 8, 8) feature map; the shipped model's (d = 128, one extra block) has the layout of the anchor
-      detector's backbone and head (``TinyDetector``), and starts from its weights, as DETR starts from a
-      pretrained ResNet (:meth:`init_from_detector`);
+    * backbone: 5 conv blocks (widths 16-32-64-64-w, three of stride 2, w = ``backbone_width``, by default
+      ``d_model``) and ``extra_blocks`` more of width w to a (w, 8, 8) feature map, then DETR's input projection
+      (a 1x1 convolution from w to ``d_model`` channels, when they differ). The shipped model's backbone (w = 128,
+      one extra block) has the layout of the anchor detector's backbone and head (``TinyDetector``) and starts
+      from its weights, as DETR starts from a pretrained ResNet (:meth:`init_from_detector`); its transformer
+      has d_model = 64 (``python scripts/train_weights.py detr``; the config is stored with the weights);
     * a learned positional embedding (row + column) for the 64 positions;
     * a transformer encoder (``enc_layers``) lets the 64 positions exchange information;
     * ``num_queries`` learned query embeddings drive a transformer decoder (``dec_layers``) whose slots

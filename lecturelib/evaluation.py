@@ -28,6 +28,9 @@ several detections, as VOC's difficult objects do), and ignored objects do not c
 ``detections``: one dict per image with "boxes" (K, 4) xyxy, "scores" (K,) and "labels" (K,);
 ``targets``: one dict per image with "boxes" (G, 4) xyxy, "labels" (G,) and optionally "ignore" (G,).
 Tensors or arrays.
+
+Keypoints are scored by :func:`pck`, the percentage of correct keypoints (a predicted keypoint is correct within
+``alpha`` times the longer side of its object's box).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from ._validate import describe, require_float
 from .boxes import box_iou
 
 __all__ = ["average_precision", "match_detections", "evaluate_detections", "mean_average_precision",
-           "evaluate_coco", "COCO_IOU_THRESHOLDS", "COCO_RECALL_LEVELS"]
+           "evaluate_coco", "COCO_IOU_THRESHOLDS", "COCO_RECALL_LEVELS", "pck"]
 
 #: COCO's IoU thresholds 0.5, 0.55, ..., 0.95 (pycocotools: np.linspace(.5, .95, 10)).
 COCO_IOU_THRESHOLDS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
@@ -270,3 +273,66 @@ def evaluate_coco(detections, targets, *, classes=None, key: str = "boxes", iou_
 def mean_average_precision(detections, targets, iou_threshold: float = 0.5, classes=None) -> float:
     """mAP at one IoU threshold (see :func:`evaluate_detections`)."""
     return evaluate_detections(detections, targets, iou_threshold=iou_threshold, classes=classes)["map"]
+
+
+def _stack(name: str, value) -> np.ndarray:
+    """A float64 array from an array or tensor, or from a list of them (one per image) concatenated along axis 0."""
+    def plain(item):
+        if isinstance(item, torch.Tensor):
+            return item.detach().cpu().numpy()
+        if isinstance(item, np.ndarray):
+            return item
+        raise TypeError(f"{name} must be a tensor, an array or a list of them (one per image), got {describe(item)}")
+    if isinstance(value, (list, tuple)):
+        parts = [plain(item) for item in value]
+        if not parts or any(part.ndim == 0 for part in parts):
+            raise ValueError(f"{name} as a list must hold one array per image (at least one), got {len(parts)} items")
+        value = np.concatenate(parts)
+    return plain(value).astype(np.float64)
+
+
+def pck(predicted, keypoints, boxes, *, alpha: float = 0.1, visible_only: bool = True,
+        any_order: bool = False) -> float:
+    """PCK@alpha, the Percentage of Correct Keypoints: the share of the ground-truth keypoints whose prediction
+    lies within ``alpha`` times the longer side of the object's box, max(x2 - x1, y2 - y1) (Yang & Ramanan's
+    PCK with the bounding box as the scale; PCK@0.1 by default).
+
+    predicted: (K, P, 2 or more) x, y per object and keypoint slot (a third column, a score, is ignored);
+    keypoints: (K, P, 3) the ground truth (x, y, v), v as COCO (2 visible, 1 occluded, 0 not labelled);
+    boxes: (K, 4) xyxy, each object's ground-truth box (the scale). Each may also be a list with one array per
+    image (concatenated). Counted: the keypoints with v = 2 (``visible_only``) or v > 0; a keypoint is correct
+    when the Euclidean distance <= alpha * the box's longer side. ``any_order=True`` lets each object's predicted
+    slots be permuted among its labelled slots (v > 0) to get as many correct as possible (an order-free PCK:
+    how much is lost to the slot order alone). Returns the share in [0, 1]; NaN if no keypoint is counted.
+    """
+    alpha = require_float("alpha", alpha, minimum=0)
+    pred = _stack("predicted", predicted)
+    truth = _stack("keypoints", keypoints)
+    box = _stack("boxes", boxes)
+    if box.size == 0:
+        box = box.reshape(0, 4)
+    if truth.ndim != 3 or truth.shape[2] != 3:
+        raise ValueError(f"keypoints must have shape (K, P, 3), got {truth.shape}")
+    if pred.ndim != 3 or pred.shape[:2] != truth.shape[:2] or pred.shape[2] < 2:
+        raise ValueError(f"predicted must have shape ({truth.shape[0]}, {truth.shape[1]}, 2 or more) like "
+                         f"keypoints, got {pred.shape}")
+    if box.shape != (len(truth), 4):
+        raise ValueError(f"boxes must have shape ({len(truth)}, 4), one per object, got {box.shape}")
+    v = truth[..., 2]
+    counted = v == 2 if visible_only else v > 0
+    if not counted.any():
+        return float("nan")
+    scale = alpha * np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])            # (K,)
+    if not any_order:
+        distance = np.linalg.norm(pred[..., :2] - truth[..., :2], axis=-1)              # (K, P)
+        return float((distance <= scale[:, None])[counted].mean())
+    from scipy.optimize import linear_sum_assignment
+    correct = 0
+    for k in np.flatnonzero(counted.any(1)):
+        slots = np.flatnonzero(v[k] > 0)                                                # the labelled slots
+        rows = np.flatnonzero(counted[k])
+        distance = np.linalg.norm(pred[k][slots][:, None, :2] - truth[k][rows][None, :, :2], axis=-1)  # (slots, rows)
+        hit = distance <= scale[k]                                                      # NaN: never a hit
+        i, j = linear_sum_assignment(-hit.astype(np.float64))                          # as many hits as possible
+        correct += int(hit[i, j].sum())
+    return float(correct / counted.sum())

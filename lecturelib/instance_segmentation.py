@@ -1,9 +1,10 @@
 """Instance segmentation with Mask R-CNN's mask branch (lecture topic 05).
 
 Demos, training and inference of the tiny Mask R-CNN-style mask predictor (the model is
-``lecturelib.instance_segmentation_models.TinyMaskRCNN``), mask IoU and mask AP, and the widgets of the instance
-segmentation notebook. The graded operations (``mask_targets``, ``mask_loss``, ``paste_masks``,
-``keypoint_targets``, ``decode_keypoints``) are NOT here: every function that needs one takes it as an argument, so the notebook runs them with the student's
+``lecturelib.instance_segmentation_models.TinyMaskRCNN``) and of its keypoint branch (``TinyKeypointRCNN``), mask IoU
+and mask AP, keypoint PCK (``lecturelib.evaluation.pck``), and the widgets of the instance segmentation notebook.
+The graded operations (``mask_targets``, ``mask_loss``, ``paste_masks``, ``keypoint_targets``, ``decode_keypoints``)
+are NOT here: every function that needs one takes it as an argument, so the notebook runs them with the student's
 code and scripts/tests with ``lecturelib.reference`` (see ``lecturelib._student``).
 
 "Mask R-CNN adds a mask branch to any box detector": the model here crops RoIAlign features for boxes it
@@ -25,8 +26,8 @@ from torch import nn
 from ._student import call_student, function_or_reference
 from ._validate import describe, require_callable, require_float, require_int, require_tensor
 from .data import CLASSES, Shapes
-from .evaluation import evaluate_coco, evaluate_detections
-from .instance_segmentation_models import TinyMaskRCNN
+from .evaluation import evaluate_coco, evaluate_detections, pck
+from .instance_segmentation_models import TinyKeypointRCNN, TinyMaskRCNN
 from .plot import explorer
 from .rois import roi_align, roi_pool, roi_pool_cells
 from .train import eval_mode, fit, load_pretrained_model
@@ -37,6 +38,7 @@ __all__ = [
     "evaluate_masks", "TinyMaskRCNN", "jitter_boxes", "train_mask_head", "detr_detections",
     "predict_masks", "evaluate", "load_pretrained", "show_instance_masks", "roi_target_explorer",
     "threshold_explorer", "show_keypoints", "synthetic_heatmap", "keypoint_explorer",
+    "TinyKeypointRCNN", "keypoint_loss", "train_keypoint_head", "predict_keypoints", "evaluate_keypoints",
 ]
 
 
@@ -214,7 +216,7 @@ def jitter_boxes(boxes: torch.Tensor, generator: torch.Generator, amount: float 
 
 
 class _MaskDataset(torch.utils.data.Dataset):
-    """(image, {"masks", "labels", "boxes", "ignore"}) for every image of a Shapes."""
+    """(image, {"masks", "labels", "boxes", "ignore", "keypoints"}) for every image of a Shapes."""
 
     def __init__(self, shapes: Shapes):
         self.shapes = shapes
@@ -226,14 +228,15 @@ class _MaskDataset(torch.utils.data.Dataset):
         s = self.shapes
         image = torch.from_numpy(s.images[i]).permute(2, 0, 1).float().div_(255)
         return image, {"masks": torch.from_numpy(s.instance_masks[i]), "labels": torch.from_numpy(s.labels[i]),
-                       "boxes": torch.from_numpy(s.boxes[i]), "ignore": torch.from_numpy(s[i].ignore)}
+                       "boxes": torch.from_numpy(s.boxes[i]), "ignore": torch.from_numpy(s[i].ignore),
+                       "keypoints": torch.from_numpy(s.keypoints[i])}
 
 
 class _Jittered(nn.Module):
-    """Wraps the model for ``fit``: draws jittered copies of each ground-truth box as the RoIs of a batch
-    (objects flagged "ignore", the heavily occluded ones, give no RoI)."""
+    """Wraps the model (mask or keypoint) for ``fit``: draws jittered copies of each ground-truth box as the boxes
+    of a batch (objects flagged "ignore", the heavily occluded ones, give none)."""
 
-    def __init__(self, model: TinyMaskRCNN, copies: int, amount: float, seed: int):
+    def __init__(self, model: nn.Module, copies: int, amount: float, seed: int):
         super().__init__()
         self.model, self.copies, self.amount = model, copies, amount
         self.generator = torch.Generator().manual_seed(seed)
@@ -361,14 +364,154 @@ def evaluate(model: TinyMaskRCNN, shapes: Shapes, paste_fn: Callable, detections
     return result
 
 
-def load_pretrained(name: str = "maskrcnn_shapes") -> TinyMaskRCNN:
-    """The shipped TinyMaskRCNN (eval mode, CPU), trained by
-    ``python scripts/train_weights.py instance_segmentation``.
+_PRETRAINED = {"maskrcnn_shapes": (TinyMaskRCNN, "python scripts/train_weights.py instance_segmentation"),
+               "keypoints_shapes": (TinyKeypointRCNN, "python scripts/train_weights.py keypoints")}
 
-    ``model.metadata`` holds how it was made (command, seed, epochs, held-out mask AP@0.5...).
+
+def load_pretrained(name: str = "maskrcnn_shapes") -> TinyMaskRCNN | TinyKeypointRCNN:
+    """A shipped model (eval mode, CPU): "maskrcnn_shapes", the TinyMaskRCNN trained by
+    ``python scripts/train_weights.py instance_segmentation``, or "keypoints_shapes", the TinyKeypointRCNN trained
+    by ``python scripts/train_weights.py keypoints``.
+
+    ``model.metadata`` holds how it was made (command, seed, epochs, held-out mask AP@0.5 or PCK@0.1...).
     """
-    return load_pretrained_model(name, {"maskrcnn_shapes": TinyMaskRCNN},
-                                 "python scripts/train_weights.py instance_segmentation")
+    architectures = {key: arch for key, (arch, _) in _PRETRAINED.items()}
+    script = _PRETRAINED[name][1] if isinstance(name, str) and name in _PRETRAINED else ""
+    return load_pretrained_model(name, architectures, script)
+
+
+# ------------------------------------------------------------------------------------------------
+# The keypoint head (``instance_segmentation_models.TinyKeypointRCNN``): loss, training, inference, PCK
+# ------------------------------------------------------------------------------------------------
+def keypoint_loss(heatmaps: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mask R-CNN's keypoint loss: for every valid keypoint, the softmax cross-entropy over the S * S cells of its
+    heatmap against its one-hot target cell; the mean over the valid keypoints (0, still connected to the
+    heatmaps, when none is valid).
+
+    heatmaps: (R, P, S, S) logits; targets: (R, P) int64 flat cell index row * S + column; valid: (R, P) bool
+    (``keypoint_targets``' two outputs).
+    """
+    heatmaps = require_tensor("heatmaps", heatmaps, ndim=4, floating=True)
+    r, p = heatmaps.shape[:2]
+    targets = require_tensor("targets", targets, shape=(r, p), integer=True)
+    valid = require_tensor("valid", valid, shape=(r, p)).bool()
+    if not bool(valid.any()):
+        return heatmaps.sum() * 0.0
+    return F.cross_entropy(heatmaps.flatten(2)[valid], targets[valid].long())
+
+
+def train_keypoint_head(model: TinyKeypointRCNN, train: Shapes, *, keypoint_targets_fn: Callable, epochs: int,
+                        lr: float = 1e-2, batch_size: int = 32, copies: int = 2, jitter: float = 0.08, seed: int = 0,
+                        progress: bool = True) -> list[float]:
+    """Train the keypoint head on jittered ground-truth boxes (as ``train_mask_head``); returns the mean training
+    loss of each epoch.
+
+    Each ground-truth box (but those of ``train.ignore``) gives ``copies`` boxes, each side moved by
+    N(0, ``jitter`` * box size); the model crops each grown by its margin (``model.rois``). The targets are
+    ``keypoint_targets_fn(keypoints, model.rois(boxes), S)`` (yours or the reference): every labelled keypoint
+    (v > 0, occluded ones too, as COCO) inside its RoI; the loss is ``keypoint_loss``. AdamW, one-cycle schedule.
+    """
+    if not isinstance(model, TinyKeypointRCNN):
+        raise TypeError(f"model must be a TinyKeypointRCNN, got {describe(model)}")
+    if not isinstance(train, Shapes):
+        raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
+    require_callable("keypoint_targets_fn", keypoint_targets_fn)
+    seed = require_int("seed", seed, minimum=0)
+    batch_size = require_int("batch_size", batch_size, minimum=1)
+    loader = torch.utils.data.DataLoader(_MaskDataset(train), batch_size=batch_size, shuffle=True,
+                                         drop_last=len(train) > batch_size, collate_fn=_mask_collate,
+                                         generator=torch.Generator().manual_seed(seed))
+    S = model.heatmap_size
+
+    def loss_fn(out, targets):
+        with torch.no_grad():
+            goals = [keypoint_targets_fn(t["keypoints"][m], model.rois(b), S)
+                     for t, b, m in zip(targets, out["boxes"], out["matched"])]
+        return keypoint_loss(out["logits"], torch.cat([g[0] for g in goals]), torch.cat([g[1] for g in goals]))
+    copies = require_int("copies", copies, minimum=1)
+    wrapped = _Jittered(model, copies, require_float("jitter", jitter, minimum=0), seed)
+    return fit(wrapped, loader, loss_fn, epochs=epochs, lr=lr, progress=progress)
+
+
+@torch.no_grad()
+def predict_keypoints(model: TinyKeypointRCNN, images, boxes: list, decode_fn: Callable) -> list[torch.Tensor]:
+    """Keypoints for given boxes: the model's heatmaps decoded by ``decode_fn(heatmaps, rois)`` (yours or the
+    reference) over the RoIs it cropped (``model.rois(boxes)``, the boxes grown by its margin).
+
+    images: (N, 3, H, W) float or a Shapes; boxes: one (K_i, 4) xyxy tensor or array per image.
+    Returns one (K_i, P, 3) tensor (x, y, score) per image.
+    """
+    if not isinstance(model, TinyKeypointRCNN):
+        raise TypeError(f"model must be a TinyKeypointRCNN, got {describe(model)}")
+    require_callable("decode_fn", decode_fn)
+    x = images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4, floating=True)
+    if len(boxes) != len(x):
+        raise ValueError(f"boxes must have one entry per image ({len(x)}), got {len(boxes)}")
+    boxes = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+    with eval_mode(model):
+        heatmaps = model(x, boxes)
+    decoded = torch.as_tensor(decode_fn(heatmaps, torch.cat(model.rois(boxes))))
+    return list(decoded.split([len(b) for b in boxes]))
+
+
+def _matched_detection(gt_boxes: torch.Tensor, det_boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """(G,) index of the detection matched one-to-one to each ground-truth box (highest total IoU,
+    ``linear_sum_assignment``), -1 where none overlaps it at ``iou_threshold``."""
+    from scipy.optimize import linear_sum_assignment
+
+    from .boxes import box_iou
+    match = torch.full((len(gt_boxes),), -1, dtype=torch.long)
+    if len(gt_boxes) and len(det_boxes):
+        iou = np.asarray(box_iou(gt_boxes.double(), det_boxes.double()))
+        rows, cols = linear_sum_assignment(-iou)
+        good = iou[rows, cols] >= iou_threshold
+        match[torch.as_tensor(rows[good], dtype=torch.long)] = torch.as_tensor(cols[good], dtype=torch.long)
+    return match
+
+
+def evaluate_keypoints(model: TinyKeypointRCNN, shapes: Shapes, decode_fn: Callable, detections: list | None = None,
+                       alpha: float = 0.1, iou_threshold: float = 0.5) -> dict:
+    """PCK@alpha (``lecturelib.evaluation.pck``: correct within alpha x the longer side of the object's
+    ground-truth box) of the keypoint head on ``shapes``, heatmaps decoded by ``decode_fn``.
+
+    Boxes: the ground-truth boxes (``detections=None``), or a detector's (one dict per image with "boxes" and
+    optionally "keep", e.g. ``detr_detections``): each ground-truth object takes the kept detection matched to it
+    one-to-one by IoU >= ``iou_threshold`` (any class: the head is class-agnostic); the keypoints of an object no
+    detection matches count as wrong. Heavily occluded objects (``shapes.ignore``) are left out, as in training
+    and in mask AP. Returns {"pck": visible keypoints (v = 2), "pck_labelled": v > 0, "pck_any_order": visible,
+    each object's slots permuted at best (what is lost to the slot order alone), "keypoints": the number of visible
+    keypoints scored, "matched": share of the objects with a box, "predicted": one (K_i, P, 3) tensor per image,
+    every object included, NaN for unmatched objects}.
+    """
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes (from make_shapes), got {describe(shapes)}")
+    truth = [torch.from_numpy(b) for b in shapes.boxes]
+    if detections is None:
+        boxes, matches = truth, [torch.arange(len(b)) for b in truth]
+    else:
+        if len(detections) != len(shapes):
+            raise ValueError(f"detections must have one dict per image ({len(shapes)}), got {len(detections)}")
+        boxes, matches = [], []
+        for t, d in zip(truth, detections):
+            det = torch.as_tensor(d["boxes"]).float().reshape(-1, 4)
+            if "keep" in d:
+                det = det[torch.as_tensor(d["keep"]).bool()]
+            boxes.append(det)
+            matches.append(_matched_detection(t, det, iou_threshold))
+    decoded = predict_keypoints(model, shapes, boxes, decode_fn)
+    predicted = []
+    for out, match in zip(decoded, matches):
+        rows = out[match.clamp(min=0)] if len(out) else out.new_zeros(len(match), model.config["num_keypoints"], 3)
+        predicted.append(torch.where((match >= 0)[:, None, None], rows, float("nan")))
+    keep = np.concatenate([~ig for ig in shapes.ignore]) if len(shapes) else np.zeros(0, bool)
+    pred = torch.cat(predicted).numpy()[keep]
+    kps = np.concatenate(shapes.keypoints)[keep]
+    gt = np.concatenate(shapes.boxes)[keep]
+    return {"pck": pck(pred, kps, gt, alpha=alpha), "pck_labelled": pck(pred, kps, gt, alpha=alpha, visible_only=False),
+            "pck_any_order": pck(pred, kps, gt, alpha=alpha, any_order=True),
+            "keypoints": int((kps[..., 2] == 2).sum()), "matched": float(torch.cat(matches)[torch.from_numpy(keep)]
+                                                                         .ge(0).float().mean()),
+            "alpha": alpha, "images": len(shapes), "predicted": predicted}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ as fractions of the image, ``(cx, cy, w, h)`` in [0, 1]). Training minimises a m
     L_box = smooth-L1(predicted box, true box), averaged over the 4 coordinates
 
 ``lambda`` (``box_weight``) trades the two tasks: the two terms have different scales (a cross-entropy starts
-near ln C = 1.39, a smooth-L1 on fractions of the image near 0.02), so with lambda = 1 the gradient is almost
-all classification. :func:`loss_weight_sweep` trains one model per weight and measures both tasks.
+near ln C = 1.39, a smooth-L1 on fractions of the image near 0.02). :func:`loss_weight_sweep` trains one model per
+weight and measures both tasks; the shipped sweep (``load_pretrained().metadata["sweep"]``, 4,000 training and 1,000
+held-out images) measured: lambda 0, accuracy 98.6% but boxes untrained (21% with IoU >= 0.5); lambda 1, 98.8% and
+98.1%; lambda 10, 99.4% and 99.3% (shipped); lambda 100, the tightest boxes (mean IoU 0.862) but 78.7% accuracy.
 
 The output has a fixed size: one class and one box. An image with several objects has no single right
 answer for it, which is why detectors predict a set (anchors, queries).
@@ -24,9 +26,13 @@ from ._validate import require_float, require_int, require_module, require_tenso
 from .boxes import box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh
 from .data import Shapes, image_batch, make_classification
 from .layers import conv_bn_relu
-from .train import eval_mode, fit, seed_everything
+from .train import eval_mode, fit, load_pretrained_model, seed_everything
 
-__all__ = ["Localizer", "multitask_loss", "train_localizer", "evaluate_localizer", "loss_weight_sweep"]
+__all__ = ["Localizer", "multitask_loss", "train_localizer", "evaluate_localizer", "loss_weight_sweep",
+           "load_pretrained", "one_box_for_many"]
+
+#: The shipped localizer's recipe (scripts/train_detection.py): training images and epochs.
+TRAIN_SIZE, EPOCHS = 4000, 10
 
 
 class Localizer(nn.Module):
@@ -41,6 +47,10 @@ class Localizer(nn.Module):
 
     def __init__(self, num_classes: int = 4, width: int = 16, image_size: int = 64):
         super().__init__()
+        num_classes = require_int("num_classes", num_classes, minimum=2)
+        width = require_int("width", width, minimum=1)
+        image_size = require_int("image_size", image_size, minimum=16)
+        self.config = {"num_classes": num_classes, "width": width, "image_size": image_size}
         widths = (3, width, 2 * width, 4 * width, 4 * width)
         self.backbone = nn.Sequential(*[layer for c_in, c_out in zip(widths, widths[1:])
                                         for layer in (conv_bn_relu(c_in, c_out), nn.MaxPool2d(2))])
@@ -77,7 +87,7 @@ def _targets(shapes: Shapes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return image_batch(shapes.images), labels, boxes
 
 
-def train_localizer(shapes: Shapes, *, box_weight: float = 1.0, epochs: int = 4, seed: int = 0,
+def train_localizer(shapes: Shapes, *, box_weight: float = 1.0, epochs: int = EPOCHS, seed: int = 0,
                     lr: float = 3e-3) -> Localizer:
     """Train a fresh :class:`Localizer` on one-object images with ``multitask_loss(..., box_weight)``."""
     box_weight = require_float("box_weight", box_weight, minimum=0.0)
@@ -108,12 +118,46 @@ def evaluate_localizer(model: nn.Module, shapes: Shapes) -> dict:
 
 
 def loss_weight_sweep(box_weights=(0.0, 1.0, 10.0, 100.0), *, train: Shapes | None = None,
-                      test: Shapes | None = None, epochs: int = 4) -> list[dict]:
-    """Train one localizer per ``box_weight`` on the same data and seed; their held-out scores."""
-    train = train if train is not None else make_classification(2000, seed=0)
-    test = test if test is not None else make_classification(500, seed=1)
+                      test: Shapes | None = None, epochs: int = EPOCHS) -> list[dict]:
+    """Train one localizer per ``box_weight`` on the same data and seed; their held-out scores (the shipped
+    sweep, ``load_pretrained().metadata["sweep"]``, is this on 4,000 training and 1,000 held-out images)."""
+    train = train if train is not None else make_classification(TRAIN_SIZE, seed=0)
+    test = test if test is not None else make_classification(1000, seed=1)
     rows = []
     for weight in box_weights:
         model = train_localizer(train, box_weight=weight, epochs=epochs)
         rows.append({"box_weight": float(weight), **evaluate_localizer(model, test)})
     return rows
+
+
+def load_pretrained(name: str = "localizer_shapes") -> Localizer:
+    """The shipped Localizer (eval mode, CPU), trained by ``python scripts/train_weights.py detection``.
+
+    ``model.metadata["sweep"]`` holds the box-loss-weight sweep it comes from: one model per weight, each with
+    its held-out accuracy, mean IoU and share of boxes with IoU >= 0.5 (``model.metadata["box_weight"]`` is its own).
+    """
+    return load_pretrained_model(name, {"localizer_shapes": Localizer}, "python scripts/train_weights.py detection")
+
+
+@torch.no_grad()
+def one_box_for_many(model: nn.Module, shapes: Shapes) -> dict:
+    """What a fixed-size output (one class, one box) does on images with several objects.
+
+    Returns "objects" (total), "found" (share of objects with IoU >= 0.5 to the image's one predicted box: at most
+    one per image, so at most 1/K on K-object images), "best_iou" (mean over images of the predicted box's IoU with
+    the object it overlaps most) and "boxes" ((N, 4) xyxy pixels, the predictions).
+    """
+    require_module("model", model)
+    if not isinstance(shapes, Shapes):
+        raise TypeError(f"shapes must be a Shapes (from make_shapes), got {type(shapes).__name__}")
+    size = shapes.images.shape[1]
+    with eval_mode(model):
+        predicted = box_cxcywh_to_xyxy(model(image_batch(shapes.images))["boxes"]) * size
+    found, best = 0, []
+    for box, truth in zip(predicted, shapes.boxes):
+        iou = box_iou(box[None], torch.as_tensor(truth, dtype=predicted.dtype))[0]
+        found += int((iou >= 0.5).sum())
+        best.append(float(iou.max()) if len(iou) else 0.0)
+    objects = sum(len(b) for b in shapes.boxes)
+    return {"objects": objects, "found": found / max(objects, 1), "best_iou": sum(best) / max(len(best), 1),
+            "boxes": predicted}

@@ -2,13 +2,14 @@
 anchor count per level, and RetinaNet's focal loss measured on the tiny detector's anchors.
 
 Nothing here computes a graded answer: :func:`yolo_view` and :func:`yolo_explorer` call the function they are
-given (the student's ``yolo_target``); :func:`anchor_imbalance` labels anchors with the ``label_fn`` it is
-given (the student's ``label_anchors``, or ``lecturelib.reference`` in scripts and tests).
+given (the student's ``yolo_target``); :func:`anchor_imbalance` labels anchors with the ``label_fn`` and
+scores them with the ``focal_fn`` it is given (the student's ``label_anchors`` and ``focal_loss``, or
+``lecturelib.reference``'s in scripts and tests).
 
     from lecturelib import one_stage
     one_stage.yolo_explorer(yolo_target, shapes)                  # the grid, the owning cells, the target
     one_stage.ssd_anchor_counts()                                 # SSD300: 8,732 anchors over six levels
-    one_stage.anchor_imbalance(detector, shapes, label_anchors)   # foreground:background, CE vs focal loss
+    one_stage.anchor_imbalance(detector, shapes, label_anchors, focal_loss)   # foreground:background, CE vs FL
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .data import CLASSES, Shapes
 from .plot import explorer
 from .train import one_thread
 
-__all__ = ["SSD300_LEVELS", "ssd_anchor_counts", "focal_loss", "anchor_imbalance", "yolo_view", "plot_yolo",
+__all__ = ["SSD300_LEVELS", "ssd_anchor_counts", "anchor_imbalance", "yolo_view", "plot_yolo",
            "yolo_explorer"]
 
 # SSD300 (Liu et al., 2016, Table/Fig. 2): feature map side and default boxes per location of its six levels.
@@ -36,27 +37,17 @@ def ssd_anchor_counts(levels=SSD300_LEVELS) -> list[dict]:
     return [{"side": side, "per_location": k, "anchors": side * side * k} for side, k in levels]
 
 
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Per-element sigmoid focal loss (Lin et al., 2017): -alpha_t (1 - p_t)^gamma log p_t, no reduction.
-
-    gamma = 0 and alpha = None give the plain binary cross-entropy."""
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha is not None:
-        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
-    return loss
-
-
-def anchor_imbalance(detector, shapes: Shapes, label_fn: Callable, *, high: float = 0.5, low: float = 0.3,
-                     easy: float = 0.1, gamma: float = 2.0, alpha: float = 0.25) -> dict:
+def anchor_imbalance(detector, shapes: Shapes, label_fn: Callable, focal_fn: Callable, *, high: float = 0.5,
+                     low: float = 0.3, easy: float = 0.1, gamma: float = 2.0, alpha: float = 0.25) -> dict:
     """Foreground/background counts of the detector's labelled anchors over ``shapes``, and which share of the
     objectness loss the EASY negatives (background anchors with sigmoid(objectness) < ``easy``) carry under
     binary cross-entropy and under the focal loss (``gamma``, ``alpha``), from the detector's own logits.
 
-    label_fn(anchors, gt_boxes, high, low, allow_low_quality=True) -> (labels, matched): your label_anchors."""
+    label_fn(anchors, gt_boxes, high, low, allow_low_quality=True) -> (labels, matched): your label_anchors;
+    focal_fn(logits, targets, alpha, gamma) -> per-anchor loss of the logits' shape: your focal_loss.
+    Returns the numbers, or {"error": message} when one of the functions raises or returns a wrong shape."""
     require_callable("label_fn", label_fn)
+    require_callable("focal_fn", focal_fn)
     easy = require_float("easy", easy, minimum=0.0, maximum=1.0)
     anchors = detector.anchors
     images = torch.from_numpy(np.asarray(shapes.images)).permute(0, 3, 1, 2).float() / 255
@@ -73,7 +64,13 @@ def anchor_imbalance(detector, shapes: Shapes, label_fn: Callable, *, high: floa
     used = labels >= 0
     targets = (labels == 1).float()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    fl = focal_loss(logits, targets, alpha=alpha, gamma=gamma)
+    out, error = call_student(focal_fn, logits.clone(), targets.clone(), alpha, gamma, what="focal_loss")
+    if error:
+        return {"error": error}
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(logits.shape):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return {"error": f"focal_loss returned {shape}; expected one loss per anchor, shape {tuple(logits.shape)}"}
+    fl = out.detach().to(ce.dtype)
     easy_negative = (labels == 0) & (torch.sigmoid(logits) < easy)
     positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
     return {"images": len(labels), "anchors": int(labels.numel()), "positives": positives, "negatives": negatives,

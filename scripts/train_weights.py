@@ -10,22 +10,44 @@ made the shipped weights), ``THREADS`` (the torch thread count they were made wi
 it) and ``train(args)``, which trains on ``make_shapes(..., seed=0)`` (or ``make_classification``), evaluates
 on held-out data (``seed=1``), prints the scores and writes the weights with ``save_weights``, recording the
 command, seed, recipe and scores in the file's metadata. A topic with such a script is trained; nothing
-else lists the topics.
+else lists the topics. A second model of a topic has its own recipe ``scripts/train_<name>.py`` with a line
+``TOPIC = "<topic>"`` naming the notebook it belongs to (``train_keypoints.py``: ``TOPIC = "instance_segmentation"``);
+it is trained right after its topic's own recipe and chosen by its name (``make weights TOPIC=keypoints``).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import shlex
 from pathlib import Path
 
 import torch
 
 SCRIPTS = Path(__file__).resolve().parent
-#: Topics with a recipe, in the lecture's order (notebooks/NN_<topic>/), which is also the order they must be
-#: trained in: instance segmentation evaluates with DETR's weights.
-TOPICS = tuple(p.name.split("_", 1)[-1] for p in sorted((SCRIPTS.parent / "notebooks").iterdir())
-               if (SCRIPTS / f"train_{p.name.split('_', 1)[-1]}.py").exists())
+_NOTEBOOK_TOPICS = [p.name.split("_", 1)[-1] for p in sorted((SCRIPTS.parent / "notebooks").iterdir()) if p.is_dir()]
+
+
+def _recipe_topic(path: Path) -> str | None:
+    """The notebook topic a recipe belongs to: its own name, or its ``TOPIC = "..."`` line."""
+    name = path.stem.removeprefix("train_")
+    if name in _NOTEBOOK_TOPICS:
+        return name
+    found = re.search(r'^TOPIC = "(\w+)"', path.read_text(), re.MULTILINE)
+    return found.group(1) if found and found.group(1) in _NOTEBOOK_TOPICS else None
+
+
+def _recipes() -> tuple[str, ...]:
+    """Recipe names in the lecture's order of their topics (notebooks/NN_<topic>/), a topic's own recipe first."""
+    found = {p.stem.removeprefix("train_"): _recipe_topic(p) for p in SCRIPTS.glob("train_*.py")
+             if p.name != "train_weights.py"}
+    ordered = [(_NOTEBOOK_TOPICS.index(topic), name != topic, name) for name, topic in found.items() if topic]
+    return tuple(name for *_, name in sorted(ordered))
+
+
+#: Recipes (topics, and second models named after what they predict), in the lecture's order, which is also the
+#: order they must be trained in: instance segmentation and keypoints evaluate with DETR's weights.
+TOPICS = _recipes()
 
 
 def topic_recipe(topic: str):

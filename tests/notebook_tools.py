@@ -1,6 +1,7 @@
 """Helpers to execute notebooks in tests (nbclient with the project's kernel)."""
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,6 +36,13 @@ def execute(path: Path, *, cwd: Path | None = None, extra_cells: list[str] = (),
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
     return nb
+
+
+@functools.lru_cache(maxsize=None)
+def executed(path: Path) -> nbformat.NotebookNode:
+    """``execute(path)`` once per test session: test_notebooks and test_notebook_claims read the same run
+    (each instructor notebook takes 5-30 s). Read it, do not change it."""
+    return execute(path)
 
 
 def errors(nb) -> list[tuple[int, str, str]]:

@@ -6,7 +6,7 @@ import torch
 from lecturelib.boxes import (box_area, box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh, denormalize_boxes,
                               normalize_boxes)
 from lecturelib.evaluation import (COCO_IOU_THRESHOLDS, average_precision, evaluate_coco, evaluate_detections,
-                                  match_detections, mean_average_precision)
+                                  match_detections, mean_average_precision, pck)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,3 +237,64 @@ def test_evaluator_input_errors():
     with pytest.raises(ValueError, match=r"detections\[0\] must be a dict with keys"):
         evaluate_detections([{"boxes": torch.zeros(0, 4)}], [_gt([], [])])
     assert np.isnan(mean_average_precision([_det([], [], [])], [_gt([], [])]))
+
+
+# ---------------------------------------------------------------------------------------------
+# PCK (percentage of correct keypoints)
+# ---------------------------------------------------------------------------------------------
+def _pck_case():
+    """Two objects. Object 0: box 20 wide, 10 high (scale at alpha 0.1: 2 px); object 1: box 10 x 30 (3 px)."""
+    truth = np.array([[[10, 10, 2], [20, 10, 2], [15, 20, 1], [0, 0, 0]],
+                      [[40, 40, 2], [45, 50, 2], [0, 0, 0], [0, 0, 0]]], dtype=np.float32)
+    boxes = np.array([[5, 5, 25, 15], [38, 35, 48, 65]], dtype=np.float32)
+    predicted = np.array([[[11, 10], [20, 12.5], [15, 20], [30, 30]],     # 1 px: right; 2.5 px: wrong; occluded
+                          [[40, 43], [45, 60], [1, 1], [2, 2]]], dtype=np.float32)  # 3 px: right (inclusive); 10 px
+    return predicted, truth, boxes
+
+
+def test_pck_by_hand():
+    predicted, truth, boxes = _pck_case()
+    # visible keypoints: (0, 0) right, (0, 1) wrong, (1, 0) right at exactly 3 px, (1, 1) wrong -> 2 / 4
+    assert pck(predicted, truth, boxes) == pytest.approx(0.5)
+    # labelled (v > 0) adds the occluded (0, 2), predicted exactly -> 3 / 5
+    assert pck(predicted, truth, boxes, visible_only=False) == pytest.approx(0.6)
+    # alpha 0.2: scales 4 and 6 px: (0, 1) at 2.5 px becomes right -> 3 / 4
+    assert pck(predicted, truth, boxes, alpha=0.2) == pytest.approx(0.75)
+    # a score column is ignored; tensors and per-image lists give the same
+    scored = np.concatenate([predicted, np.full(predicted.shape[:2] + (1,), 9.0, np.float32)], -1)
+    assert pck(torch.from_numpy(scored), torch.from_numpy(truth), torch.from_numpy(boxes)) == pytest.approx(0.5)
+    assert pck([predicted[:1], predicted[1:]], [truth[:1], truth[1:]], [boxes[:1], boxes[1:]]) == pytest.approx(0.5)
+    assert np.isnan(pck(predicted[:, 3:], truth[:, 3:], boxes))                  # nothing labelled
+    # a NaN prediction (an object no detection found) is never correct, in either mode
+    missing = predicted.copy()
+    missing[1] = np.nan
+    assert pck(missing, truth, boxes) == pytest.approx(0.25)
+    assert pck(missing, truth, boxes, any_order=True) == pytest.approx(0.25)
+
+
+def test_pck_any_order_permutes_the_slots_of_each_object():
+    predicted, truth, boxes = _pck_case()
+    swapped = predicted[:, [1, 0, 2, 3]]
+    # object 0's slots swapped: (11, 10) now sits in slot 1; in order, no visible keypoint of object 0 is right
+    # and object 1's swap puts (45, 60) against (40, 40) and (40, 43) against (45, 50): 0 / 4
+    assert pck(swapped, truth, boxes) == 0.0
+    # permuting back among each object's labelled slots recovers the 2 hits of the original order
+    assert pck(swapped, truth, boxes, any_order=True) == pytest.approx(0.5)
+    # a prediction serves one keypoint only: one point near two keypoints, the other slots far away -> 1 / 2
+    # (scoring each keypoint by its nearest prediction would give 2 / 2)
+    near = truth[:1].copy()
+    near[0, 1, :2] = near[0, 0, :2] + [1, 0]                                      # within 2 px of (10, 10) too
+    one = np.array([[[10, 10], [60, 60], [60, 0], [0, 60]]], dtype=np.float32)
+    assert pck(one, near, boxes[:1], any_order=True) == pytest.approx(0.5)
+
+
+def test_pck_names_the_wrong_shape():
+    predicted, truth, boxes = _pck_case()
+    with pytest.raises(ValueError, match="keypoints must have shape"):
+        pck(predicted, truth[..., :2], boxes)
+    with pytest.raises(ValueError, match="predicted must have shape"):
+        pck(predicted[:, :3], truth, boxes)
+    with pytest.raises(ValueError, match="boxes must have shape"):
+        pck(predicted, truth, boxes[:1])
+    with pytest.raises(TypeError, match="predicted"):
+        pck("points", truth, boxes)

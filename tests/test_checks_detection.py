@@ -15,9 +15,9 @@ from lecturelib.hidden.mutants import detection as library
 DETECTION = [name for name, ex in EXERCISES.items() if ex.topic == "detection"]
 
 
-def test_the_seven_exercises_are_registered():
+def test_the_eight_exercises_are_registered():
     assert set(DETECTION) == {"encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms",
-                              "rpn_proposals", "yolo_target"}
+                              "rpn_proposals", "yolo_target", "focal_loss"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,4 +224,65 @@ def test_yolo_rules_are_in_the_exercise_text():
     for rule in ("below / to the right", "clamp the index to $S - 1$", "same box in every one of the B slots",
                  "the **first** object (lowest index in `boxes`) keeps", "**float32**", "relative to the image",
                  "offset within its cell", "`(H, W)`"):
+        assert rule in text, rule
+
+
+# ---------------------------------------------------------------------------------------------
+# focal_loss
+# ---------------------------------------------------------------------------------------------
+def test_focal_loss_reduced_is_explained_without_the_shape_in_hidden_cases():
+    message = fails("focal_loss", library.focal_mean)
+    assert "loss has shape (); expected (2, 6)" in message and "reduced to one number" in message, message
+    hidden = fails("focal_loss", library.focal_sum, "hidden")
+    assert "loss has the wrong shape" in hidden and "expected (" not in hidden and "reduced to one number" in hidden
+
+
+def test_focal_loss_unstable_log_names_the_stable_form():
+    message = fails("focal_loss", library.focal_log_of_sigmoid)
+    assert "large logits (|x| up to 200)" in message and "got inf" in message, message
+    assert "the loss is not finite for large |logits|" in message and "F.binary_cross_entropy_with_logits" in message
+
+
+def test_focal_loss_unknown_bug_at_large_logits_gets_the_property_message():
+    def clamped_at_10(logits, targets, alpha=0.25, gamma=2.0):
+        return ref.focal_loss(logits.clamp(-10, 10), targets, alpha, gamma)
+    message = fails("focal_loss", clamped_at_10)
+    assert "for large |logits| the loss is off" in message, message
+
+
+def test_focal_loss_without_alpha_and_gamma_arguments_is_explained():
+    message = fails("focal_loss", lambda logits, targets: ref.focal_loss(logits, targets))
+    assert "takes alpha and gamma as arguments" in message, message
+
+
+def test_focal_loss_refuses_torchvision_and_allows_the_stable_cross_entropy(monkeypatch):
+    """torchvision is not in the course environment: a fake ``torchvision.ops`` stands in for it."""
+    calls = []
+
+    def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+        calls.append(1)
+        return ref.focal_loss(inputs, targets, alpha, gamma)
+    torchvision = types.ModuleType("torchvision")
+    ops = types.ModuleType("torchvision.ops")
+    ops.sigmoid_focal_loss = sigmoid_focal_loss
+    torchvision.ops = ops
+    monkeypatch.setitem(sys.modules, "torchvision", torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.ops", ops)
+    message = fails("focal_loss", lambda logits, targets, alpha=0.25, gamma=2.0:
+                    sys.modules["torchvision.ops"].sigmoid_focal_loss(logits, targets, alpha, gamma))
+    assert calls and "your function calls torchvision.ops.sigmoid_focal_loss" in message, message
+    from lecturelib.checks import run_suite
+    assert run_suite("focal_loss", library.focal_logsigmoid, "visible").passed
+    assert run_suite("focal_loss", ref.focal_loss, "hidden").passed     # uses F.binary_cross_entropy_with_logits
+
+
+def test_focal_loss_rules_are_in_the_exercise_text():
+    import nbformat
+    from notebook_tools import NOTEBOOKS
+    path = next(p for p in NOTEBOOKS if p.stem == "detection")
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if c.get("id") == "ssd-focal-text")
+    text = " ".join(cell.source.split())
+    for rule in ("$\\alpha_t = \\alpha$", "$\\alpha < 0$", "no reduction", "dtype of `logits`",
+                 "`F.binary_cross_entropy_with_logits(logits, targets, reduction=\"none\")` is allowed",
+                 "`torchvision.ops.sigmoid_focal_loss` is refused", "up to $|x| = 200$"):
         assert rule in text, rule

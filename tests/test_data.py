@@ -436,3 +436,14 @@ def test_shapes_built_without_keypoints_have_none_labelled():
     s = Shapes(np.zeros((1, 16, 16, 3), np.uint8), np.zeros((1, 16, 16), np.int64), [np.zeros((2, 16, 16), bool)],
                [np.zeros((2, 4), np.float32)], [np.array([1, 2])], np.array(["plain"]))
     assert s.keypoints[0].shape == (2, 5, 3) and not s.keypoints[0].any()
+
+
+def test_textures_are_scikit_images_own():
+    """The textures are decoded straight from scikit-image's PNGs: the same pixels skimage.data gives."""
+    import skimage.data
+
+    from lecturelib.data import _TEXTURE_NAMES, _load_textures
+    full, half = _load_textures()
+    expected = np.stack([getattr(skimage.data, name)()[:512, :512] for name in _TEXTURE_NAMES]) / 255
+    assert full.shape == (3, 512, 512) and half.shape == (3, 256, 256)
+    np.testing.assert_allclose(full, expected, atol=1e-6)

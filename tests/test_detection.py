@@ -82,9 +82,36 @@ def test_reference_validates_arguments(name):
            "label_anchors": (torch.zeros(2, 3), torch.zeros(1, 4)),
            "nms": (torch.zeros(3, 4), torch.zeros(2), 0.5),
            "rpn_proposals": ([torch.zeros(2)], [torch.zeros(2, 4)], [], (64, 64), 10, 5, 0.7),
-           "yolo_target": (torch.zeros(2, 4), torch.zeros(3, dtype=torch.int64), 2, 1, 3, (64, 64))}[name]
+           "yolo_target": (torch.zeros(2, 4), torch.zeros(3, dtype=torch.int64), 2, 1, 3, (64, 64)),
+           "focal_loss": (torch.zeros(2, 3), torch.zeros(3, 2))}[name]
     with pytest.raises((ValueError, TypeError)):
         getattr(ref, name)(*bad)
+
+
+def test_reference_focal_loss_arguments_are_named_when_wrong():
+    x, t = torch.zeros(2, 3), torch.zeros(2, 3)
+    for args, word in (((x, torch.zeros(3, 2)), "targets"), ((x.long(), t.long()), "logits"),
+                       ((x, t.long()), "targets"), ((x, t, 1.5), "alpha"), ((x, t, 0.25, -1.0), "gamma"),
+                       ((x, t, None), "alpha")):
+        with pytest.raises((ValueError, TypeError), match=word):
+            ref.focal_loss(*args)
+
+
+def test_reference_focal_loss_follows_torchvisions_convention():
+    """torchvision's sigmoid_focal_loss (reduction="none"), written out: p_t, alpha_t, alpha < 0 = no weighting;
+    gamma = 0 with alpha < 0 is the cross-entropy; float32 logits of +-200 stay finite; the logits' dtype."""
+    import torch.nn.functional as F
+    logits = torch.tensor([[-4.0, 0.0, 3.0, 2.0, 200.0, -200.0]], dtype=torch.float64)
+    targets = torch.tensor([[0.0, 1.0, 1.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    torch.testing.assert_close(ref.focal_loss(logits, targets, alpha=-1, gamma=0.0), ce)
+    p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    alpha_t = 0.25 * targets + 0.75 * (1 - targets)
+    torch.testing.assert_close(ref.focal_loss(logits, targets), alpha_t * ce * (1 - p_t) ** 2)
+    torch.testing.assert_close(ref.focal_loss(logits, targets, alpha=-0.5), ce * (1 - p_t) ** 2)
+    f32 = ref.focal_loss(logits.float(), targets.float())
+    assert f32.dtype == torch.float32 and torch.isfinite(f32).all() and float(f32[0, 4]) == pytest.approx(150.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +322,8 @@ def test_reference_exports_the_graded_functions():
 
 def _notebook_solutions() -> dict:
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    namespace = {"torch": torch, "math": math, "box_iou": box_iou, "BBOX_CLIP": math.log(1000 / 16)}
+    namespace = {"torch": torch, "F": torch.nn.functional, "math": math, "box_iou": box_iou,
+                 "BBOX_CLIP": math.log(1000 / 16)}
     for cell in nb.cells:
         if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):   # not written answers
             exec(cell.source, namespace)

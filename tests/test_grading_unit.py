@@ -227,3 +227,21 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0):
 %timeit conv_transpose2d(torch.ones(2), None)
 '''
     assert scan([(0, honest)]) == []
+
+
+def test_nbgrader_cli_is_nbgrader_without_the_slow_import():
+    """lecturelib.grading.nbgrader_cli runs nbgrader's own main, with rfc3987_syntax (38 lark grammars built at
+    import, for a format nbgrader never checks) hidden from jsonschema."""
+    import subprocess
+    import sys
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['nbgrader', '--version']\n"
+             "try:\n    runpy.run_module('lecturelib.grading.nbgrader_cli', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print('jsonschema' in sys.modules, sys.modules.get('rfc3987_syntax', 'absent'))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    import nbgrader
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert nbgrader.__version__ in proc.stdout                 # nbgrader's own --version answered
+    assert lines[-2:] == ["True", "None"]                      # jsonschema loaded, the slow module hidden

@@ -1,14 +1,14 @@
 """Every notebook runs top to bottom (instructor version): no errors, every test cell passes."""
 import pytest
 
-from notebook_tools import NOTEBOOKS, errors, execute, graded_cells, text
+from notebook_tools import NOTEBOOKS, errors, executed, graded_cells, text
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.parent.name)
 def test_instructor_notebook_runs_clean(path):
-    nb = execute(path)
+    nb = executed(path)
     assert errors(nb) == []
     tests = graded_cells(nb)
     assert tests, "a notebook without graded cells"

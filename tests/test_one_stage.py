@@ -1,10 +1,8 @@
-"""lecturelib.one_stage: SSD's anchor count, the focal loss, the imbalance measurement and the YOLO view, which
-runs the function it is given (the student's yolo_target) and computes no answer itself."""
-import math
+"""lecturelib.one_stage: SSD's anchor count, the imbalance measurement and the YOLO view, which run the functions
+they are given (the student's label_anchors, focal_loss and yolo_target) and compute no answer themselves."""
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lecturelib import data, detection, one_stage
 from lecturelib import reference as ref
@@ -14,25 +12,30 @@ def test_ssd300_has_8732_anchors():
     assert sum(r["anchors"] for r in one_stage.ssd_anchor_counts()) == 8732
 
 
-def test_focal_loss_reduces_to_cross_entropy_and_downweights_easy_examples():
-    logits = torch.tensor([-4.0, 0.0, 3.0, 2.0])
-    targets = torch.tensor([0.0, 1.0, 1.0, 0.0])
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    torch.testing.assert_close(one_stage.focal_loss(logits, targets, alpha=None, gamma=0.0), ce)
-    fl = one_stage.focal_loss(logits, targets, alpha=None, gamma=2.0)
-    p_t = torch.tensor([1 - torch.sigmoid(torch.tensor(-4.0)), 0.5, torch.sigmoid(torch.tensor(3.0)),
-                        1 - torch.sigmoid(torch.tensor(2.0))])
-    torch.testing.assert_close(fl, ce * (1 - p_t) ** 2)
-
-
 def test_anchor_imbalance_on_the_tiny_detector():
     shapes = data.make_shapes(20, seed=1, occlusion=False)
     model = detection.load_pretrained()
-    r = one_stage.anchor_imbalance(model, shapes, ref.label_anchors)
+    r = one_stage.anchor_imbalance(model, shapes, ref.label_anchors, ref.focal_loss)
     assert r["anchors"] == 20 * len(model.anchors) == r["positives"] + r["negatives"] + r["ignored"]
     assert r["ratio"] > 5 and r["focal_share_easy"] < r["ce_share_easy"]
-    assert "implement label_anchors" in one_stage.anchor_imbalance(
-        detection.load_pretrained(), shapes, lambda *a, **k: (_ for _ in ()).throw(NotImplementedError()))["error"]
+    stub = lambda *a, **k: (_ for _ in ()).throw(NotImplementedError())   # noqa: E731
+    assert "implement label_anchors" in one_stage.anchor_imbalance(model, shapes, stub, ref.focal_loss)["error"]
+    assert one_stage.anchor_imbalance(model, shapes, ref.label_anchors, stub)["error"] == "implement focal_loss above"
+    reduced = one_stage.anchor_imbalance(model, shapes, ref.label_anchors, lambda *a: ref.focal_loss(*a).mean())
+    assert "focal_loss returned ()" in reduced["error"] and "one loss per anchor" in reduced["error"]
+
+
+def test_anchor_imbalance_measures_the_focal_loss_it_is_given():
+    """With gamma = 0 and alpha < 0 the focal loss is the cross-entropy: the two shares agree."""
+    shapes = data.make_shapes(5, seed=2, occlusion=False)
+    model = detection.load_pretrained()
+    r = one_stage.anchor_imbalance(model, shapes, ref.label_anchors, ref.focal_loss, gamma=0.0, alpha=-1.0)
+    assert r["focal_share_easy"] == pytest.approx(r["ce_share_easy"], rel=1e-5)
+    seen = []
+    one_stage.anchor_imbalance(model, shapes, ref.label_anchors,
+                               lambda logits, targets, alpha, gamma: seen.append((alpha, gamma)) or
+                               ref.focal_loss(logits, targets, alpha, gamma))
+    assert seen == [(0.25, 2.0)]
 
 
 def test_yolo_view_runs_the_given_function():

@@ -440,3 +440,67 @@ register(Exercise(
             "and the class one-hot; the first object keeps a shared cell; centres on borders, non-square images, "
             "no boxes",
 ))
+
+
+# ------------------------------------------------------------------------------------------------
+# focal_loss
+# ------------------------------------------------------------------------------------------------
+_STABLE = ("compute -log p_t from the logits: F.binary_cross_entropy_with_logits(logits, targets, reduction=\"none\") "
+           "or F.logsigmoid")
+
+
+def _focal_properties(got: torch.Tensor, data) -> str | None:
+    """What is wrong when no known mistake matches, from properties that need no answer: finite where the
+    expected loss is, the large logits' loss not capped, no negative entry."""
+    expected, large = data["expected"].to(torch.float64), data["large"]
+    g = got.to(torch.float64)
+    if not bool(torch.isfinite(g).all()):
+        return ("the loss is not finite for large |logits|: log(sigmoid(x)) overflows (the sigmoid rounds to 0 or 1 "
+                "and the log gives -inf; 0 * -inf is nan); " + _STABLE)
+    off = ~torch.isclose(g, expected, rtol=1e-4, atol=1e-6)
+    if bool(off.any()) and bool(large[off].all()):
+        return ("for large |logits| the loss is off: log p_t was taken of a rounded or clamped probability (in "
+                "float32 the sigmoid rounds to 1 from x of about 17; an eps in the log, or F.binary_cross_entropy, "
+                "which clamps the log at -100); " + _STABLE)
+    if bool((g < -1e-7).any()):
+        return "the loss is negative somewhere: every entry of -alpha_t (1 - p_t)^gamma log p_t is >= 0"
+    return None
+
+
+@explainer("focal_loss")
+def _explain_focal_error(raised, data):
+    if ("alpha" in raised.message or "gamma" in raised.message) and \
+            ("unexpected keyword" in raised.message or "positional" in raised.message):
+        return "the function takes alpha and gamma as arguments: focal_loss(logits, targets, alpha=0.25, gamma=2.0)"
+    return None
+
+
+@verifier("focal_loss")
+def _verify_focal(outcomes, data, reveal):
+    expected, got = data["expected"], outcomes[0]
+    if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(expected.shape) and \
+            (got.ndim == 0 or (got.numel() == 1 and expected.numel() > 1)):
+        raise Mismatch((f"loss has shape {tuple(got.shape)}; expected {tuple(expected.shape)}" if reveal
+                        else "loss has the wrong shape")
+                       + "\nlikely cause: the loss was reduced to one number (a mean or a sum); return it per "
+                         "element (no reduction): one loss per logit, the shape of logits")
+    got = expect_tensor(got, shape=expected.shape, name="loss")
+    _expect_dtype(got, data["dtype"], "loss", "the loss has the dtype of the logits")
+    tol = {"atol": 1e-6, "rtol": 1e-4} if data["dtype"] == torch.float32 else {"atol": 1e-8, "rtol": 1e-6}
+    compare(got, expected, name="loss", **tol,
+            diagnose=lambda g: known_mistake(g, data["mistakes"], 1e-4) or _focal_properties(g, data))
+
+
+# torchvision's own focal loss (torchvision is not part of the course environment; refused where it is installed).
+# F.binary_cross_entropy_with_logits is allowed: the stable -log p_t is mask_loss's exercise (notebook 05), here it
+# is a building block; the exercise is the modulating factor and alpha_t.
+_LIBRARY_FOCAL = (ForbiddenCallable("torchvision.ops", "sigmoid_focal_loss", "torchvision.ops.sigmoid_focal_loss"),)
+
+register(Exercise(
+    "focal_loss", topic="detection",
+    summary="per element -alpha_t (1 - p_t)^gamma log p_t with p = sigmoid(logit), p_t and alpha_t = alpha for "
+            "targets 1, 1 - p and 1 - alpha for targets 0, no alpha_t when alpha < 0, no reduction, the logits' "
+            "shape and dtype: default and other alpha and gamma (0 to 5), large logits (|x| up to 200) stay finite, "
+            "imbalanced anchors, float32 and float64, no elements",
+    forbidden=(CallableWatch(_LIBRARY_FOCAL, slow_hint="one pass of elementwise operations (an endless loop?)"),),
+))

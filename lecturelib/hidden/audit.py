@@ -56,8 +56,10 @@ class ExerciseAudit:
     def count(self, attribute: str) -> int:
         return sum(getattr(m, attribute) for m in self.mutants)
 
-    def problems(self) -> list[str]:
-        """Why this exercise misses a target (empty when it meets them all)."""
+    def problems(self, timing: bool = True) -> list[str]:
+        """Why this exercise misses a target (empty when it meets them all). ``timing=False`` leaves out the
+        suite-time target: tests check strength only, time is measured by ``make audit`` and ``make bench``
+        (a suite of 0.9 s took 2.1 s while the 2 cores ran 7 processes)."""
         n = len(self.mutants)
         out = []
         if n < self.minimum:
@@ -67,7 +69,7 @@ class ExerciseAudit:
         out += [f"{label} is rejected" for label in self.false_rejects]
         if n and self.count("named") < NAMED_TARGET_EACH * n:
             out.append(f"only {self.count('named')}/{n} reports name the cause (target {NAMED_TARGET_EACH:.0%})")
-        if max(self.visible_seconds, self.hidden_seconds) > SECONDS_TARGET:
+        if timing and max(self.visible_seconds, self.hidden_seconds) > SECONDS_TARGET:
             out.append(f"a suite takes over {SECONDS_TARGET:g} s")
         return out
 
@@ -146,8 +148,8 @@ def table(audits: list[ExerciseAudit]) -> str:
     return "\n".join(lines)
 
 
-def problems(audits: list[ExerciseAudit]) -> list[str]:
-    out = [f"{a.name}: {p}" for a in audits for p in a.problems()]
+def problems(audits: list[ExerciseAudit], timing: bool = True) -> list[str]:
+    out = [f"{a.name}: {p}" for a in audits for p in a.problems(timing)]
     total = sum(len(a.mutants) for a in audits)
     if total and sum(a.count("named") for a in audits) < NAMED_TARGET * total:
         out.append(f"fewer than {NAMED_TARGET:.0%} of all reports name the cause")

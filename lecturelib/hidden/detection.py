@@ -1038,3 +1038,184 @@ SPECS.update({
         {"kind": "empty", "S": 3, "B": 1, "C": 2, "about": "no boxes"},
     ],
 })
+
+
+# ------------------------------------------------------------------------------------------------
+# focal_loss
+# ------------------------------------------------------------------------------------------------
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) without overflow."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    """sigmoid(x) without overflow."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _focal_oracle(logits, targets, alpha=0.25, gamma=2.0, variant: str = "") -> np.ndarray:
+    """RetinaNet's sigmoid focal loss per element in float64 (torchvision's convention, written from the
+    formula); ``variant`` names a known bug."""
+    x, t = np.asarray(logits, np.float64), np.asarray(targets, np.float64)
+    if variant == "double_sigmoid":
+        x = _expit(x)
+    if variant == "softmax":
+        if x.size == 0:
+            return np.zeros_like(x)
+        z = x - x.max(axis=-1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        p = np.exp(log_p)
+        p_t = np.where(t == 1, p, 1 - p)
+        one_minus_p_t = 1 - p_t
+        with np.errstate(divide="ignore"):
+            ce = -np.where(t == 1, log_p, np.log1p(-p))
+    else:
+        p = _expit(x)
+        p_t = np.where(t == 1, p, 1 - p)
+        one_minus_p_t = np.where(t == 1, _expit(-x), p)                  # 1 - p_t without cancellation
+        ce = np.where(t == 1, _softplus(-x), _softplus(x))               # -log p_t from the logits
+    if variant == "bce_on_probabilities":
+        q = _expit(x)
+        ce = np.where(t == 1, _softplus(-q), _softplus(q))
+    factor = {"one_minus_p": (1 - p) ** gamma, "p_power": p ** gamma, "p_t_power": p_t ** gamma,
+              "gamma_fixed": one_minus_p_t ** 2.0}.get(variant, one_minus_p_t ** gamma)
+    if variant == "no_alpha_t":
+        alpha_t = np.full_like(x, alpha)
+    elif variant == "alpha_swapped":
+        alpha_t = np.where(t == 1, 1 - alpha, alpha)
+    elif variant == "alpha_ignored" or (alpha < 0 and variant != "negative_alpha_used"):
+        alpha_t = np.ones_like(x)
+    else:
+        alpha_t = np.where(t == 1, alpha, 1 - alpha)
+    loss = alpha_t * factor * ce
+    return -loss if variant == "negated" else loss
+
+
+_FOCAL_BUGS = (
+    ("no_alpha_t", "alpha multiplies every element: alpha_t = alpha for the foreground (targets 1) and 1 - alpha "
+                   "for the background (targets 0)"),
+    ("alpha_swapped", "alpha and 1 - alpha are swapped: alpha weights the FOREGROUND (targets 1), 1 - alpha the "
+                      "background (targets 0)"),
+    ("alpha_ignored", "alpha was ignored: multiply by alpha_t (alpha for targets 1, 1 - alpha for targets 0)"),
+    ("negative_alpha_used", "alpha < 0 means no weighting at all (torchvision's convention): leave alpha_t out when "
+                            "alpha < 0"),
+    ("one_minus_p", "the modulating factor is (1 - p)^gamma for every element; it is (1 - p_t)^gamma, and "
+                    "1 - p_t = p for the background (targets 0)"),
+    ("p_power", "the modulating factor is p^gamma; it is (1 - p_t)^gamma: 1 - p for the foreground (targets 1), p "
+                "for the background (targets 0)"),
+    ("p_t_power", "the modulating factor is p_t^gamma; it is (1 - p_t)^gamma, so that EASY examples (p_t near 1) "
+                  "get the small weight"),
+    ("gamma_fixed", "gamma was not used (a hard-coded 2?): the factor is (1 - p_t)^gamma with the gamma passed in"),
+    ("softmax", "the probabilities came from a softmax over the last axis; the focal loss is per element, with "
+                "p = sigmoid(logit)"),
+    ("double_sigmoid", "probabilities were used as logits (the sigmoid applied twice): the sigmoid and "
+                       "binary_cross_entropy_with_logits take the raw LOGITS"),
+    ("bce_on_probabilities", "binary_cross_entropy_with_logits was given sigmoid(logits), probabilities instead of "
+                             "logits: it applies the sigmoid itself, pass it the raw logits"),
+    ("negated", "the loss is negative: FL = -alpha_t (1 - p_t)^gamma log p_t, and log p_t <= 0, so every entry is "
+                ">= 0"),
+)
+
+
+def _merge_close(mistakes: list, expected: np.ndarray) -> list:
+    """Known mistakes whose outputs coincide on a case become one entry naming each cause; a mistake that gives
+    the right answer on this case (alpha_t with alpha = 0.5, every factor with gamma = 0) is left out."""
+    merged: list = []
+    for output, cause in mistakes:
+        output = np.asarray(output)
+        if output.shape == expected.shape and np.allclose(output, expected, rtol=1e-9, atol=1e-12, equal_nan=True):
+            continue
+        same = next((k for k, (o, _) in enumerate(merged) if o.shape == output.shape
+                     and np.allclose(o, output, rtol=1e-9, atol=1e-12, equal_nan=True)), None)
+        if same is None:
+            merged.append((output, cause))
+        else:
+            merged[same] = (merged[same][0], f"{merged[same][1]}; or: {cause}")
+    return [(torch.from_numpy(o), cause) for o, cause in merged]
+
+
+def _focal_random_input(spec):
+    g = np.random.default_rng(spec["seed"])
+    shape = tuple(spec["shape"])
+    x = g.normal(0.0, spec.get("scale", 3.0), size=shape)
+    t = (g.uniform(size=shape) < spec.get("positive", 0.3)).astype(np.float64)
+    return x, t, f"random logits {'x'.join(map(str, shape))}"
+
+
+def _focal_extreme_input(spec):
+    """Every combination of a large logit (both signs, up to |x| = 200) and a target, plus moderate ones."""
+    g = np.random.default_rng(spec.get("seed", 0))
+    big = np.array([20.0, 40.0, 100.0, 200.0]) * spec.get("scale", 1.0)
+    x = np.concatenate([-big, big, [-3.0, -0.5, 0.0, 0.5, 3.0, 8.0]])
+    x = np.concatenate([x, x])
+    t = np.concatenate([np.zeros(len(x) // 2), np.ones(len(x) // 2)])
+    order = g.permutation(len(x))
+    return x[order].reshape(spec.get("rows", 4), -1), t[order].reshape(spec.get("rows", 4), -1), \
+        "large logits (|x| up to 200) with both targets"
+
+
+def _focal_anchor_input(spec):
+    """Imbalanced like a detector's anchors: a few foreground anchors, many easy negatives."""
+    g = np.random.default_rng(spec["seed"])
+    images, anchors = spec["shape"]
+    t = (g.uniform(size=(images, anchors)) < spec.get("positive", 0.05)).astype(np.float64)
+    x = np.where(t == 1, g.normal(1.0, 2.0, size=t.shape), g.normal(-5.0, 2.0, size=t.shape))
+    return x, t, f"{images} images x {anchors} anchors, few foreground"
+
+
+def _focal_empty_input(spec):
+    shape = tuple(spec.get("shape", (0,)))
+    return np.zeros(shape), np.zeros(shape), f"no elements (shape {tuple(shape)})"
+
+
+_FOCAL_INPUTS = {"random": _focal_random_input, "extreme": _focal_extreme_input, "anchors": _focal_anchor_input,
+                 "empty": _focal_empty_input}
+
+
+def _focal_cases(specs, reveal):
+    for spec in specs:
+        x, t, what = _FOCAL_INPUTS[spec.get("kind", "random")](spec)
+        dtype = dtype_of(spec)
+        logits, targets = torch.from_numpy(x).to(dtype), torch.from_numpy(t).to(dtype)
+        x, t = logits.double().numpy(), targets.double().numpy()          # what the student's function gets
+        alpha, gamma = spec.get("alpha"), spec.get("gamma")
+        params = {k: v for k, v in (("alpha", alpha), ("gamma", gamma)) if v is not None}
+        expected = _focal_oracle(x, t, **params)
+        data = {"expected": torch.from_numpy(expected).to(dtype), "dtype": dtype,
+                "large": torch.from_numpy(np.abs(x) > (15.0 if dtype == torch.float32 else 30.0)),
+                "mistakes": _merge_close(mistake_outputs(_variants(_focal_oracle, _FOCAL_BUGS), x, t, **params),
+                                         expected)}
+        call = Call(logits, targets, **params)
+        shown = ", ".join(f"{k}={v:g}" for k, v in params.items()) or "default alpha and gamma"
+        yield Case(f"{what}, {shown}, {spec.get('dtype', 'float64')}", [call], "focal_loss", data,
+                   explain="focal_loss", about=spec.get("about", ""))
+
+
+BUILDERS["focal_loss"] = _focal_cases
+
+VISIBLE["focal_loss"] = [
+    {"kind": "random", "seed": 81, "shape": (2, 6)},
+    {"kind": "random", "seed": 82, "shape": (3, 4, 5), "alpha": 0.6, "gamma": 1.0, "dtype": "float32"},
+    {"kind": "random", "seed": 83, "shape": (8,), "alpha": -1.0, "gamma": 0.0},
+    {"kind": "extreme", "seed": 84, "alpha": 0.25, "gamma": 2.0, "dtype": "float32"},
+    {"kind": "anchors", "seed": 85, "shape": (4, 36), "alpha": 0.25, "gamma": 2.0, "dtype": "float32"},
+    {"kind": "empty", "shape": (0, 3), "alpha": 0.25, "gamma": 2.0},
+]
+
+SPECS["focal_loss"] = [
+    {"kind": "random", "seed": 181, "shape": (3, 7), "about": "default alpha and gamma"},
+    {"kind": "random", "seed": 182, "shape": (2, 3, 6), "alpha": 0.9, "gamma": 0.5, "dtype": "float32",
+     "about": "alpha 0.9, gamma 0.5, float32"},
+    {"kind": "random", "seed": 183, "shape": (5, 4), "alpha": -1.0, "gamma": 2.0, "about": "alpha < 0: no weighting"},
+    {"kind": "random", "seed": 184, "shape": (12,), "alpha": 0.1, "gamma": 5.0, "positive": 0.5,
+     "about": "gamma 5, 1-D"},
+    {"kind": "random", "seed": 185, "shape": (4, 5), "alpha": 0.25, "gamma": 0.0, "dtype": "float32",
+     "about": "gamma 0: alpha-weighted cross-entropy"},
+    {"kind": "extreme", "seed": 186, "alpha": 0.25, "gamma": 2.0, "dtype": "float32", "rows": 2,
+     "about": "large logits, float32"},
+    {"kind": "extreme", "seed": 187, "alpha": 0.75, "gamma": 1.5, "rows": 7, "about": "large logits, float64"},
+    {"kind": "anchors", "seed": 188, "shape": (6, 50), "alpha": 0.25, "gamma": 2.0, "dtype": "float32",
+     "about": "imbalanced anchors"},
+    {"kind": "empty", "shape": (0,), "dtype": "float32", "about": "no elements"},
+]

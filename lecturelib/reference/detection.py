@@ -25,18 +25,24 @@ Conventions (the notebook states them; lecturelib/checks/detection.py checks the
   j = floor(cx / (W / S)) clamped to S - 1 (a centre on a border belongs to the cell below / to the right);
   per slot (x, y, w, h, confidence) with (x, y) the centre's offset in the cell in cell units and (w, h) the
   size divided by the image's (W, H), confidence 1; the same box in all B slots; then the C-class one-hot;
-  the first object (lowest index) of a cell keeps it.
+  the first object (lowest index) of a cell keeps it;
+* the focal loss follows torchvision's ``sigmoid_focal_loss`` with ``reduction="none"``: per element
+  -alpha_t (1 - p_t)^gamma log p_t with p = sigmoid(logit), p_t = p for targets 1 and 1 - p for targets 0,
+  alpha_t = alpha for targets 1 and 1 - alpha for targets 0, no alpha_t at all when alpha < 0; -log p_t is the
+  binary cross-entropy computed from the logits (stable for any logit); the result has the logits' shape and dtype.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from .._validate import require_float, require_pair, require_tensor
 from ..boxes import box_iou
 
-__all__ = ["encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms", "rpn_proposals", "yolo_target"]
+__all__ = ["encode_boxes", "decode_boxes", "generate_anchors", "label_anchors", "nms", "rpn_proposals", "yolo_target",
+           "focal_loss"]
 
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
@@ -190,3 +196,23 @@ def yolo_target(boxes, labels, S, B, C, image_size) -> torch.Tensor:
         target[i, j, :5 * B] = slot.repeat(B)
         target[i, j, 5 * B + int(labels[k])] = 1.0
     return target
+
+
+def focal_loss(logits, targets, alpha=0.25, gamma=2.0) -> torch.Tensor:
+    """RetinaNet's sigmoid focal loss per element (no reduction): -alpha_t (1 - p_t)^gamma log p_t.
+
+    logits: any shape, floating; targets: the same shape and dtype, 0.0 (background) or 1.0 (foreground).
+    alpha in [0, 1] weights the foreground (alpha) against the background (1 - alpha); alpha < 0: no weighting.
+    gamma >= 0; gamma = 0 and alpha < 0 give the plain binary cross-entropy."""
+    logits = require_tensor("logits", logits, floating=True)
+    targets = require_tensor("targets", targets, shape=tuple(logits.shape), floating=True)
+    alpha = require_float("alpha", alpha, maximum=1.0)
+    gamma = require_float("gamma", gamma, minimum=0.0)
+    targets = targets.to(logits.dtype)
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")      # -log p_t, stable
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss

@@ -1182,3 +1182,199 @@ ALTERNATIVES.update({
     "rpn_proposals": [Alternative("batched NMS by level offsets", rpn_by_level_offsets)],
     "yolo_target": [Alternative("vectorised, written in reverse order", yolo_vectorised)],
 })
+
+
+# ------------------------------------------------------------------------------------------------
+# focal_loss(logits, targets, alpha=0.25, gamma=2.0) -> per-element loss, the logits' shape and dtype
+# ------------------------------------------------------------------------------------------------
+import torch.nn.functional as F  # noqa: E402
+
+
+def _focal(logits, targets, alpha=0.25, gamma=2.0, *, alpha_t="right", factor="right", ce="stable", p_from="sigmoid",
+           reduce=None, sign=1.0):
+    """One student's focal loss, its bug chosen by the keywords."""
+    if p_from == "softmax":
+        p = torch.softmax(logits, dim=-1)
+    else:
+        p = torch.sigmoid(logits)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    if ce == "stable":
+        loss_ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    elif ce == "probabilities":
+        loss_ce = F.binary_cross_entropy_with_logits(p, targets, reduction="none")
+    elif ce == "log_p_t":
+        loss_ce = -torch.log(p_t)
+    elif ce == "eps":
+        loss_ce = -torch.log(p_t.clamp(min=1e-6))
+    else:                                   # "bce": F.binary_cross_entropy on the probabilities
+        loss_ce = F.binary_cross_entropy(p, targets, reduction="none")
+    if factor == "one_minus_p":
+        modulating = (1 - p) ** gamma
+    elif factor == "p_t":
+        modulating = p_t ** gamma
+    elif factor == "fixed":
+        modulating = (1 - p_t) ** 2
+    else:
+        modulating = (1 - p_t) ** gamma
+    loss = modulating * loss_ce
+    if alpha_t == "all":
+        loss = alpha * loss
+    elif alpha_t == "swapped":
+        loss = loss * ((1 - alpha) * targets + alpha * (1 - targets))
+    elif alpha_t == "always":
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    elif alpha_t == "right" and alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    loss = sign * loss
+    if reduce == "mean":
+        return loss.mean()
+    if reduce == "sum":
+        return loss.sum()
+    return loss
+
+
+def focal_alpha_everywhere(logits, targets, alpha=0.25, gamma=2.0):
+    """loss * alpha for every element: forgot alpha_t."""
+    return _focal(logits, targets, alpha, gamma, alpha_t="all")
+
+
+def focal_alpha_swapped(logits, targets, alpha=0.25, gamma=2.0):
+    """alpha on the negatives, 1 - alpha on the positives."""
+    return _focal(logits, targets, alpha, gamma, alpha_t="swapped")
+
+
+def focal_negative_alpha_used(logits, targets, alpha=0.25, gamma=2.0):
+    """Applies alpha_t even for alpha < 0 (torchvision: no weighting)."""
+    return _focal(logits, targets, alpha, gamma, alpha_t="always")
+
+
+def focal_one_minus_p(logits, targets, alpha=0.25, gamma=2.0):
+    """(1 - p)^gamma for every element instead of (1 - p_t)^gamma."""
+    return _focal(logits, targets, alpha, gamma, factor="one_minus_p")
+
+
+def focal_p_t_power(logits, targets, alpha=0.25, gamma=2.0):
+    """p_t^gamma: weights the easy examples up instead of down."""
+    return _focal(logits, targets, alpha, gamma, factor="p_t")
+
+
+def focal_gamma_hard_coded(logits, targets, alpha=0.25, gamma=2.0):
+    """(1 - p_t) ** 2 whatever gamma is."""
+    return _focal(logits, targets, alpha, gamma, factor="fixed")
+
+
+def focal_log_of_sigmoid(logits, targets, alpha=0.25, gamma=2.0):
+    """-log(p_t) from the rounded sigmoid: inf for large logits."""
+    return _focal(logits, targets, alpha, gamma, ce="log_p_t")
+
+
+def focal_log_with_eps(logits, targets, alpha=0.25, gamma=2.0):
+    """-log(p_t.clamp(min=1e-6)): finite, but at most 13.8 for large logits."""
+    return _focal(logits, targets, alpha, gamma, ce="eps")
+
+
+def focal_bce_on_probabilities(logits, targets, alpha=0.25, gamma=2.0):
+    """F.binary_cross_entropy(sigmoid(logits), targets): torch clamps its log at -100."""
+    return _focal(logits, targets, alpha, gamma, ce="bce")
+
+
+def focal_mean(logits, targets, alpha=0.25, gamma=2.0):
+    """Returns the mean (as nn.BCEWithLogitsLoss does by default)."""
+    return _focal(logits, targets, alpha, gamma, reduce="mean")
+
+
+def focal_sum(logits, targets, alpha=0.25, gamma=2.0):
+    """Returns the sum (RetinaNet's normalised sum, without the normalisation)."""
+    return _focal(logits, targets, alpha, gamma, reduce="sum")
+
+
+def focal_softmax(logits, targets, alpha=0.25, gamma=2.0):
+    """Softmax over the last axis instead of a sigmoid per element."""
+    return _focal(logits, targets, alpha, gamma, p_from="softmax", ce="log_p_t")
+
+
+def focal_probabilities_as_logits(logits, targets, alpha=0.25, gamma=2.0):
+    """Passes p = sigmoid(logits) to binary_cross_entropy_with_logits."""
+    return _focal(logits, targets, alpha, gamma, ce="probabilities")
+
+
+def focal_sign_flipped(logits, targets, alpha=0.25, gamma=2.0):
+    """alpha_t (1 - p_t)^gamma log p_t: the minus sign lost."""
+    return _focal(logits, targets, alpha, gamma, sign=-1.0)
+
+
+def focal_sigmoid_in_place(logits, targets, alpha=0.25, gamma=2.0):
+    """logits.sigmoid_() to get p: the caller's logits become probabilities."""
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = logits.sigmoid_()
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def focal_float32_buffer(logits, targets, alpha=0.25, gamma=2.0):
+    """Fills a torch.zeros(logits.shape) buffer (float32) for the positives and the negatives: float64 logits lose
+    their dtype."""
+    loss = torch.zeros(logits.shape)
+    positive = targets == 1
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = torch.sigmoid(logits)
+    a_pos, a_neg = (alpha, 1 - alpha) if alpha >= 0 else (1.0, 1.0)
+    loss[positive] = (a_pos * (1 - p[positive]) ** gamma * ce[positive]).float()
+    loss[~positive] = (a_neg * p[~positive] ** gamma * ce[~positive]).float()
+    return loss
+
+
+def focal_logsigmoid(logits, targets, alpha=0.25, gamma=2.0):
+    """Correct: log p_t from F.logsigmoid, the two cases with torch.where."""
+    positive = targets == 1
+    log_p_t = torch.where(positive, F.logsigmoid(logits), F.logsigmoid(-logits))
+    one_minus_p_t = torch.where(positive, torch.sigmoid(-logits), torch.sigmoid(logits))
+    loss = -one_minus_p_t ** gamma * log_p_t
+    if alpha < 0:
+        return loss
+    return torch.where(positive, alpha * loss, (1 - alpha) * loss)
+
+
+def focal_softplus(logits, targets, alpha=0.25, gamma=2.0):
+    """Correct: the cross-entropy written with softplus, the factor as exp(gamma * log(1 - p_t))."""
+    z = logits * (2 * targets - 1)                 # log p_t = -softplus(-z)
+    ce = F.softplus(-z)
+    loss = torch.exp(-gamma * F.softplus(z)) * ce  # 1 - p_t = sigmoid(-z) = exp(-softplus(z))
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+_STABLE_LOG = "compute -log p_t from the logits"
+_ALPHA_T = "alpha_t = alpha for targets 1, 1 - alpha for targets 0"
+
+MUTANTS["focal_loss"] = [
+    Mutant("alpha for every element", focal_alpha_everywhere, "alpha multiplies every element", rule=_ALPHA_T),
+    Mutant("alpha swapped", focal_alpha_swapped, "alpha and 1 - alpha are swapped", rule=_ALPHA_T),
+    Mutant("alpha < 0 still weights", focal_negative_alpha_used, "alpha < 0 means no weighting",
+           rule="no alpha_t when alpha < 0"),
+    Mutant("(1 - p)^gamma", focal_one_minus_p, "the modulating factor is (1 - p)^gamma",
+           rule="the factor is (1 - p_t)^gamma"),
+    Mutant("p_t^gamma", focal_p_t_power, "the modulating factor is p_t^gamma", rule="the factor is (1 - p_t)^gamma"),
+    Mutant("gamma hard-coded", focal_gamma_hard_coded, "gamma was not used", rule="gamma as passed (0 to 5)"),
+    Mutant("log of the sigmoid", focal_log_of_sigmoid, "the loss is not finite for large |logits|",
+           rule="large logits stay finite"),
+    Mutant("log with an eps", focal_log_with_eps, "for large |logits| the loss is off",
+           rule="large logits stay finite and exact"),
+    Mutant("F.binary_cross_entropy", focal_bce_on_probabilities, "clamps the log at -100",
+           rule="large logits stay finite and exact"),
+    Mutant("mean", focal_mean, "reduced to one number", rule="no reduction"),
+    Mutant("sum", focal_sum, "reduced to one number", rule="no reduction"),
+    Mutant("softmax", focal_softmax, "softmax over the last axis", rule="p = sigmoid(logit), per element"),
+    Mutant("probabilities as logits", focal_probabilities_as_logits, "probabilities instead of logits",
+           rule="binary_cross_entropy_with_logits takes the logits"),
+    Mutant("sign flipped", focal_sign_flipped, "the loss is negative", rule="the loss is >= 0"),
+    Mutant("sigmoid_ in place", focal_sigmoid_in_place, "modified its argument `logits` in place", rule=_IN_PLACE),
+    Mutant("float32 buffer", focal_float32_buffer, "the dtype of the logits", rule="the logits' dtype"),
+]
+
+ALTERNATIVES["focal_loss"] = [Alternative("logsigmoid and torch.where", focal_logsigmoid),
+                              Alternative("softplus and exp", focal_softplus)]
