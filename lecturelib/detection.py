@@ -31,7 +31,7 @@ from .detection_models import TinyDetector
 from .evaluation import evaluate_coco, evaluate_detections
 from .rois import roi_align, roi_pool, roi_pool_cells, rois_from_boxes
 from .timing import timed
-from .train import eval_mode, fit, load_pretrained_model, one_thread
+from .train import eval_mode, fit, load_pretrained_model, one_thread, shuffled_loader
 
 __all__ = ["DETECTOR_ANCHORS", "BOX_WEIGHTS", "NMS_IOU", "TinyDetector",
            "DetectorDataset", "detection_loss", "train_detector", "raw_detections", "postprocess", "predict",
@@ -133,9 +133,7 @@ def train_detector(model: TinyDetector, train: Shapes, *, label_fn: Callable, en
     require_callable("label_fn", label_fn)
     require_callable("encode_fn", encode_fn)
     batch_size = require_int("batch_size", batch_size, minimum=1)
-    loader = torch.utils.data.DataLoader(DetectorDataset(train), batch_size=batch_size, shuffle=True,
-                                         drop_last=len(train) > batch_size, collate_fn=detection_collate,
-                                         generator=torch.Generator().manual_seed(require_int("seed", seed, minimum=0)))
+    loader = shuffled_loader(DetectorDataset(train), batch_size, seed, detection_collate)
 
     def loss_fn(outputs, targets):
         return detection_loss(outputs, targets, model.anchors, label_fn=label_fn, encode_fn=encode_fn)["loss"]

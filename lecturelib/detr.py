@@ -28,7 +28,7 @@ from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
 from .detr_models import TinyDETR
 from .plot import explorer
 from .evaluation import evaluate_coco, evaluate_detections
-from .train import eval_mode, fit, load_pretrained_model, one_thread
+from .train import eval_mode, fit, load_pretrained_model, one_thread, shuffled_loader
 
 __all__ = [
     "NO_OBJECT", "DEFAULT_WEIGHTS", "TinyDETR", "detr_targets", "DetrDataset", "detr_collate",
@@ -231,11 +231,7 @@ def train_detr(model: TinyDETR, train: Shapes, *, matcher: Callable, giou_fn: Ca
         raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
     require_callable("matcher", matcher)
     require_callable("giou_fn", giou_fn)
-    batch_size = require_int("batch_size", batch_size, minimum=1)
-    seed = require_int("seed", seed, minimum=0)
-    loader = torch.utils.data.DataLoader(DetrDataset(train), batch_size=batch_size, shuffle=True,
-                                         drop_last=len(train) > batch_size, collate_fn=detr_collate,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = shuffled_loader(DetrDataset(train), batch_size, seed, detr_collate)
     loss_fn = _set_loss_fn(matcher, giou_fn, no_object_weight, aux_loss)
     wrapped = _AllLayers(model)
     return fit(wrapped, loader, loss_fn, epochs=epochs, lr=lr, schedule=schedule, grad_clip=1.0,

@@ -30,7 +30,7 @@ from .evaluation import evaluate_coco, evaluate_detections, pck
 from .instance_segmentation_models import TinyKeypointRCNN, TinyMaskRCNN
 from .plot import explorer
 from .rois import roi_align, roi_pool, roi_pool_cells
-from .train import eval_mode, fit, load_pretrained_model
+from .train import eval_mode, fit, load_pretrained_model, shuffled_loader
 
 __all__ = [
     "roi_sampling_points", "touching_example",
@@ -276,11 +276,7 @@ def train_mask_head(model: TinyMaskRCNN, train: Shapes, *, mask_targets_fn: Call
         raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
     require_callable("mask_targets_fn", mask_targets_fn)
     require_callable("mask_loss_fn", mask_loss_fn)
-    seed = require_int("seed", seed, minimum=0)
-    batch_size = require_int("batch_size", batch_size, minimum=1)
-    loader = torch.utils.data.DataLoader(_MaskDataset(train), batch_size=batch_size, shuffle=True,
-                                         drop_last=len(train) > batch_size, collate_fn=_mask_collate,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = shuffled_loader(_MaskDataset(train), batch_size, seed, _mask_collate)
     M = model.mask_size
 
     def loss_fn(out, targets):
@@ -416,11 +412,7 @@ def train_keypoint_head(model: TinyKeypointRCNN, train: Shapes, *, keypoint_targ
     if not isinstance(train, Shapes):
         raise TypeError(f"train must be a Shapes (from make_shapes), got {describe(train)}")
     require_callable("keypoint_targets_fn", keypoint_targets_fn)
-    seed = require_int("seed", seed, minimum=0)
-    batch_size = require_int("batch_size", batch_size, minimum=1)
-    loader = torch.utils.data.DataLoader(_MaskDataset(train), batch_size=batch_size, shuffle=True,
-                                         drop_last=len(train) > batch_size, collate_fn=_mask_collate,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = shuffled_loader(_MaskDataset(train), batch_size, seed, _mask_collate)
     S = model.heatmap_size
 
     def loss_fn(out, targets):

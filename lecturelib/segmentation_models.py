@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ._validate import describe, require_array, require_float, require_int, require_module, require_tensor
 from .data import NUM_CLASSES, Shapes, ShapesDataset, image_batch
-from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model
+from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model, shuffled_loader
 
 __all__ = [
     "FCN",
@@ -169,9 +169,7 @@ def train_segmenter(model: nn.Module, train: Shapes, *, epochs: int, batch_size:
     batch_size = require_int("batch_size", batch_size, minimum=1)
     lr = require_float("lr", lr, minimum=0)
     seed = require_int("seed", seed, minimum=0)
-    loader = torch.utils.data.DataLoader(ShapesDataset(train), batch_size=batch_size, shuffle=True,
-                                         drop_last=len(train) > batch_size,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = shuffled_loader(ShapesDataset(train), batch_size, seed)
     return fit(model, loader, F.cross_entropy, epochs=epochs, lr=lr, progress=progress)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "seed_everything",
     "to_device",
     "fit",
+    "shuffled_loader",
     "save_weights",
     "load_weights",
     "read_metadata",
@@ -79,6 +80,17 @@ def _make_schedule(name: str, optimizer, lr: float, total_steps: int):
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     return None
+
+
+def shuffled_loader(dataset, batch_size: int, seed: int, collate_fn: Callable | None = None):
+    """The training loader of every recipe: shuffled by its own generator seeded with ``seed`` (the same batches on
+    every run, whatever else drew random numbers), the last incomplete batch dropped when there is more than one
+    batch (a batch of 1 breaks BatchNorm)."""
+    batch_size = require_int("batch_size", batch_size, minimum=1)
+    seed = require_int("seed", seed, minimum=0)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                       drop_last=len(dataset) > batch_size, collate_fn=collate_fn,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 def fit(model: nn.Module, loader, loss_fn: Callable, *, epochs: int, lr: float,

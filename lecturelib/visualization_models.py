@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from ._validate import describe, require_float, require_int, require_module, require_tensor
 from .data import CLASSES, Shapes
 from .layers import Attention
-from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model
+from .train import WEIGHTS_DIR, eval_mode, fit, load_pretrained_model, shuffled_loader
 
 __all__ = [
     "CLASS_NAMES",
@@ -306,9 +306,7 @@ def train_classifier(model: nn.Module, train: Shapes, *, epochs: int, batch_size
     images, targets = classification_data(train)
     dataset = (_Augmented(images, targets, seed, colours=colour_augment) if augment
                else torch.utils.data.TensorDataset(images, targets))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         drop_last=len(dataset) > batch_size,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = shuffled_loader(dataset, batch_size, seed)
     return fit(model, loader, F.cross_entropy, epochs=epochs, lr=lr, weight_decay=weight_decay,
                progress=progress)
 

@@ -222,3 +222,21 @@ def test_eval_mode_restores_each_submodules_own_mode():
             if fail:
                 raise RuntimeError("boom")
         assert [m.training for m in model.modules()] == [True, True, False, True]
+
+
+def test_shuffled_loader_is_seeded_and_drops_only_a_partial_last_batch():
+    from lecturelib.train import shuffled_loader
+    data_ = torch.arange(10)
+
+    def batches(seed, batch_size=4):
+        return [b.tolist() for b in shuffled_loader(data_, batch_size, seed)]
+    torch.manual_seed(123)
+    first = batches(7)
+    torch.manual_seed(456)                                   # the global generator does not matter
+    assert batches(7) == first and batches(8) != first
+    assert [len(b) for b in first] == [4, 4]                 # 10 = 4 + 4 + 2: the partial batch dropped
+    assert [len(b) for b in batches(7, batch_size=16)] == [10]   # one batch: kept whole
+    with pytest.raises(ValueError, match="batch_size"):
+        shuffled_loader(data_, 0, 1)
+    with pytest.raises((ValueError, TypeError), match="seed"):
+        shuffled_loader(data_, 4, -1)
