@@ -307,6 +307,12 @@ def detr_detections(shapes: Shapes, detector=None) -> list[dict]:
     return [{k: p[k] for k in ("boxes", "scores", "labels", "keep")} for p in out]
 
 
+def _image_tensor(images) -> torch.Tensor:
+    """images: a Shapes, or (N, 3, H, W) float -> (N, 3, H, W) float."""
+    return images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4,
+                                                                                    floating=True)
+
+
 @torch.no_grad()
 def predict_masks(model: TinyMaskRCNN, images, detections: list, paste_fn: Callable,
                   threshold: float = 0.5) -> list[dict]:
@@ -319,7 +325,7 @@ def predict_masks(model: TinyMaskRCNN, images, detections: list, paste_fn: Calla
     if not isinstance(model, TinyMaskRCNN):
         raise TypeError(f"model must be a TinyMaskRCNN, got {describe(model)}")
     require_callable("paste_fn", paste_fn)
-    x = images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4, floating=True)
+    x = _image_tensor(images)
     if len(detections) != len(x):
         raise ValueError(f"detections must have one dict per image ({len(x)}), got {len(detections)}")
     with eval_mode(model):
@@ -436,7 +442,7 @@ def predict_keypoints(model: TinyKeypointRCNN, images, boxes: list, decode_fn: C
     if not isinstance(model, TinyKeypointRCNN):
         raise TypeError(f"model must be a TinyKeypointRCNN, got {describe(model)}")
     require_callable("decode_fn", decode_fn)
-    x = images.image_tensor() if isinstance(images, Shapes) else require_tensor("images", images, ndim=4, floating=True)
+    x = _image_tensor(images)
     if len(boxes) != len(x):
         raise ValueError(f"boxes must have one entry per image ({len(x)}), got {len(boxes)}")
     boxes = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
