@@ -19,7 +19,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from common import REPO, emit
 
 ORDER = 10
-SUBMISSIONS = 4
+SUBMISSIONS = 8   # per measurement: the ratios sit near their targets, and 4 gave +-0.04
 
 
 def _floor_notebook() -> nbformat.NotebookNode:

@@ -26,7 +26,7 @@ from ._student import call_student, function_or_reference
 from ._validate import (describe, require_callable, require_float, require_int, require_module,
                         require_tensor)
 from .data import CLASSES, Shapes, detection_collate, image_batch
-from .plot import explorer
+from .plot import display_only, explorer
 from .detection_models import TinyDetector
 from .evaluation import evaluate_coco, evaluate_detections
 from .rois import roi_align, roi_pool, roi_pool_cells, rois_from_boxes
@@ -276,6 +276,7 @@ def anchor_view(generate_fn: Callable, image_size: int = 64, stride: int = 16, s
             "centres": ((per_location[:, 0, :2] + per_location[:, 0, 2:]) / 2)}
 
 
+@display_only
 def plot_anchors(view: dict, image, ax=None):
     """Draw an :func:`anchor_view` on ``image`` (H, W, 3): every location's centre as a dot, the grid, and
     the A anchors of the highlighted location (one colour per ratio, line style per size)."""
@@ -308,6 +309,7 @@ def plot_anchors(view: dict, image, ax=None):
     return ax
 
 
+@display_only
 def anchor_explorer(generate_fn: Callable | None = None, image=None):
     """Sliders for stride, base size, number of sizes and the aspect ratios; draws YOUR anchors on an image.
 
@@ -363,6 +365,7 @@ def nms_view(raw: dict, nms_fn: Callable, iou_threshold: float = NMS_IOU, score_
     return {"candidates": candidates, "kept": kept}
 
 
+@display_only
 def plot_nms(views: list, images, fig=None):
     """Candidates (thin white) and kept boxes (class colours, scores) of several :func:`nms_view` results."""
     import matplotlib.pyplot as plt
@@ -388,10 +391,11 @@ def plot_nms(views: list, images, fig=None):
         kept = view["kept"]
         draw_boxes(ax, kept["boxes"].numpy(), kept["labels"].numpy(), kept["scores"].numpy(), fontsize=6)
         ax.set_title(f"{len(view['candidates']['scores'])} candidates -> {len(kept['scores'])} kept", fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def nms_explorer(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable):
     """Sliders for the NMS IoU threshold and the score threshold over the detector's raw boxes of a few images
     (uint8 (N, 64, 64, 3)); runs YOUR decode_fn and nms_fn. Returns the ipywidgets box."""
@@ -410,6 +414,7 @@ def nms_explorer(model: nn.Module, images, decode_fn: Callable, nms_fn: Callable
     return explorer(sliders, view, lambda views: plot_nms(views, images))
 
 
+@display_only
 def show_detections(shapes: Shapes, detections: list, max_images: int = 6):
     """Held-out images with their objects (top row) and the detections (bottom row, class and score)."""
     from .plot import draw_boxes, truth_over_predictions
@@ -420,7 +425,7 @@ def show_detections(shapes: Shapes, detections: list, max_images: int = 6):
         count, found = len(shapes.labels[i]), len(d["scores"])
         axes[0, i].set_title(f"{count} object{'s' * (count != 1)}", fontsize=8)
         axes[1, i].set_title(f"{found} detection{'s' * (found != 1)}", fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -454,6 +459,7 @@ def roi_shift_curve(shifts=None, box=(2.0, 2.0, 10.0, 10.0), output_size: int = 
     return {"shifts": shifts, "pool": pool, "align": align.numpy(), "exact": exact}
 
 
+@display_only
 def plot_roi_grid(box=(2.0, 2.0, 10.0, 10.0), shift: float = 0.0, output_size: int = 2, size: int = 16, fig=None):
     """The feature map with the box and its RoIPool cells (rounded) next to RoIAlign's sample points, and the
     two pooled outputs; values are the x coordinate of each cell centre (a ramp)."""
@@ -486,10 +492,11 @@ def plot_roi_grid(box=(2.0, 2.0, 10.0, 10.0), shift: float = 0.0, output_size: i
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=10)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def roi_explorer(box=(2.0, 2.0, 10.0, 10.0), output_size: int = 2):
     """A slider moving the box by sub-pixel amounts: RoIPool's outputs jump, RoIAlign's follow the box."""
     import ipywidgets as widgets

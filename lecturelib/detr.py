@@ -26,7 +26,7 @@ from ._validate import describe, require_array, require_callable, require_float,
 from .boxes import box_cxcywh_to_xyxy, denormalize_boxes, normalize_boxes
 from .data import CLASSES, NUM_CLASSES, Shapes, image_batch
 from .detr_models import TinyDETR
-from .plot import explorer
+from .plot import display_only, explorer
 from .evaluation import evaluate_coco, evaluate_detections
 from .train import eval_mode, fit, load_pretrained_model, one_thread, shuffled_loader
 
@@ -427,6 +427,7 @@ def _draw_cost(ax, matrix: np.ndarray, view: dict, problem: dict, title: str) ->
     return im
 
 
+@display_only
 def plot_matching(view: dict, problem: dict, fig=None):
     """Draw a :func:`matching_view`: the image with boxes and matches, the cost heat map with the
     matched cells outlined, and the three unweighted terms."""
@@ -449,10 +450,11 @@ def plot_matching(view: dict, problem: dict, fig=None):
             _draw_cost(ax, view["terms"][name], view, problem, title)
     with warnings.catch_warnings():  # the error text may not fit: no "tight layout not applied" on stderr
         warnings.simplefilter("ignore")
-        fig.tight_layout()
+        fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def matching_explorer(cost_fn: Callable | None = None, assign_fn: Callable | None = None,
                       problem: dict | None = None):
     """Sliders for the three cost weights over the toy problem; redraws the cost and the matching.
@@ -478,6 +480,7 @@ def matching_explorer(cost_fn: Callable | None = None, assign_fn: Callable | Non
 # ------------------------------------------------------------------------------------------------
 # Drawing predictions and matches on images
 # ------------------------------------------------------------------------------------------------
+@display_only
 def show_detections(shapes: Shapes, predictions: list, max_images: int = 6, show_empty: bool = True):
     """Held-out images with their objects (top row) and the model's kept queries (bottom row).
 
@@ -495,10 +498,11 @@ def show_detections(shapes: Shapes, predictions: list, max_images: int = 6, show
         draw_boxes(axes[1, i], boxes[keep], labels[keep], scores[keep])
         axes[0, i].set_title(f"{len(shapes.labels[i])} objects", fontsize=8)
         axes[1, i].set_title(f"{int(keep.sum())} kept of {len(keep)} queries", fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def show_matches(shapes: Shapes, predictions: list, matches: list, max_images: int = 6):
     """Each image with its objects (solid) and the queries matched to them (dashed, same colour), as
     chosen by a matcher (``matches[i] = (pred_idx, tgt_idx)``); unmatched queries are not drawn."""
@@ -522,5 +526,5 @@ def show_matches(shapes: Shapes, predictions: list, matches: list, max_images: i
                     fontsize=6.5, color="black", va="bottom", bbox=dict(facecolor=color, alpha=0.8, pad=0.5,
                                                                         edgecolor="none"))
         ax.set_title(f"{len(pred_idx)} matched of {len(predictions[i]['scores'])} queries", fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig

@@ -28,7 +28,7 @@ from ._validate import describe, require_callable, require_float, require_int, r
 from .data import CLASSES, Shapes
 from .evaluation import evaluate_coco, evaluate_detections, pck
 from .instance_segmentation_models import TinyKeypointRCNN, TinyMaskRCNN
-from .plot import explorer
+from .plot import display_only, explorer
 from .rois import roi_align, roi_pool, roi_pool_cells
 from .train import eval_mode, fit, load_pretrained_model, shuffled_loader
 
@@ -77,6 +77,7 @@ def touching_example(shapes: Shapes) -> int:
     raise ValueError("no image has touching objects of one class; generate more images (occlusion=True)")
 
 
+@display_only
 def show_semantic_vs_instance(shapes: Shapes, index: int):
     """Image | semantic mask (class per pixel) | its connected regions | instance masks (one colour each)."""
     import matplotlib.pyplot as plt
@@ -101,7 +102,7 @@ def show_semantic_vs_instance(shapes: Shapes, index: int):
     axes[3].set_title(f"instances: {len(sample.labels)}")
     for ax in axes:
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -132,6 +133,7 @@ def pool_vs_align(mask, box, stride: int = 4, M: int = 14) -> dict:
             "iou_pool": iou(pooled, truth), "iou_align": iou(aligned, truth), "stride": stride, "box": list(box)}
 
 
+@display_only
 def show_pool_vs_align(view: dict, image=None):
     """The box on the image and on the coarse feature map, and the three M x M crops with their IoU."""
     import matplotlib.pyplot as plt
@@ -160,7 +162,7 @@ def show_pool_vs_align(view: dict, image=None):
         ax.set_title(title, fontsize=9)
     for ax in axes:
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -524,6 +526,7 @@ def _instance_overlay(image: np.ndarray, masks, labels) -> np.ndarray:
     return shown
 
 
+@display_only
 def show_instance_masks(shapes: Shapes, predictions: list, max_images: int = 6, only_kept: bool = True):
     """Ground-truth instance masks (top row) and predicted ones (bottom row, with boxes and scores)."""
     import matplotlib.pyplot as plt
@@ -542,10 +545,11 @@ def show_instance_masks(shapes: Shapes, predictions: list, max_images: int = 6, 
         axes[1, i].set_title(f"{int(keep.sum())} masks", fontsize=8)
         for ax in axes[:, i]:
             ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def roi_target_explorer(mask_targets_fn: Callable | None = None, shapes: Shapes | None = None, index: int = 0,
                         M: int = 14):
     """Move and resize a RoI over a shape with sliders: the image with the box and RoIAlign's sampling
@@ -592,12 +596,13 @@ def roi_target_explorer(mask_targets_fn: Callable | None = None, shapes: Shapes 
         axes[1].set_title(view.get("error") or f"your mask_targets: {M} x {M}", fontsize=9)
         for ax in axes:
             ax.set_axis_off()
-        fig.tight_layout()
+        fig.set_layout_engine("tight")
         return fig
 
     return explorer(sliders, view, draw, arrange=[["x1", "y1", "M"], ["width", "height"]])
 
 
+@display_only
 def threshold_explorer(shapes: Shapes, predictions: list, paste_fn: Callable | None = None, max_images: int = 4):
     """A slider for the mask threshold: re-pastes the model's mask probabilities with ``paste_fn`` (yours;
     default: the reference where it ships) and redraws the masks of the kept detections."""
@@ -623,7 +628,7 @@ def threshold_explorer(shapes: Shapes, predictions: list, paste_fn: Callable | N
             axes[0, i].imshow(_instance_overlay(shapes.images[i], masks.numpy(), predictions[i]["labels"][keep].numpy()))
             axes[0, i].set_title("areas " + ", ".join(str(a) for a in masks.sum((1, 2)).tolist()), fontsize=7)
             axes[0, i].set_axis_off()
-        fig.tight_layout()
+        fig.set_layout_engine("tight")
         return fig
 
     return explorer({"threshold": slider}, view, draw)
@@ -632,6 +637,7 @@ def threshold_explorer(shapes: Shapes, predictions: list, paste_fn: Callable | N
 # ------------------------------------------------------------------------------------------------
 # Keypoints (Mask R-CNN's pose head): the ground truth drawn, a heatmap decoded
 # ------------------------------------------------------------------------------------------------
+@display_only
 def show_keypoints(shapes: Shapes, indices=(0, 1, 2, 3), predicted: list | None = None):
     """The images with each object's ground-truth keypoints (numbered in their order; white = visible, v = 2;
     red = occluded, v = 1) and, if given, ``predicted[i]`` ((K, P, 2+) x, y per object and keypoint) as crosses."""
@@ -654,7 +660,7 @@ def show_keypoints(shapes: Shapes, indices=(0, 1, 2, 3), predicted: list | None 
         ax.set_xlim(0, size)
         ax.set_ylim(size, 0)
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -669,6 +675,7 @@ def synthetic_heatmap(point, box, S: int, noise: float = 0.3, seed: int = 0) -> 
     return peak + noise * torch.randn(S, S, generator=torch.Generator().manual_seed(seed))
 
 
+@display_only
 def keypoint_explorer(decode_fn: Callable | None = None, targets_fn: Callable | None = None,
                       shapes: Shapes | None = None, index: int = 0):
     """Sliders for a RoI over one shape, the heatmap size S and the head's noise: left, the image with the RoI,
@@ -748,7 +755,7 @@ def keypoint_explorer(decode_fn: Callable | None = None, targets_fn: Callable | 
         axes[1].set_title(label, fontsize=8)
         for ax in axes:
             ax.set_axis_off()
-        fig.tight_layout()
+        fig.set_layout_engine("tight")
         return fig
 
     return explorer(sliders, view, draw, arrange=[["keypoint", "S", "noise"], ["x1", "y1"], ["width", "height"]])

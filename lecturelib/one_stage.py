@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ._student import call_student, function_or_reference
 from ._validate import require_callable, require_float, require_int
 from .data import CLASSES, Shapes
-from .plot import explorer
+from .plot import display_only, explorer
 from .train import one_thread
 
 __all__ = ["SSD300_LEVELS", "ssd_anchor_counts", "anchor_imbalance", "yolo_view", "plot_yolo",
@@ -106,6 +106,7 @@ def yolo_view(yolo_fn: Callable, shapes: Shapes, index: int = 0, S: int = 4, B: 
             "C": C, "size": tuple(size), "index": index}
 
 
+@display_only
 def plot_yolo(view: dict, image, axes=None):
     """Left: the image, the S x S grid, the owning cells (tinted) and each owner's box rebuilt from the target
     (centre offset + cell, size x image). Right: the target's confidence and class per cell, as text."""
@@ -151,6 +152,7 @@ def plot_yolo(view: dict, image, axes=None):
     return axes
 
 
+@display_only
 def yolo_explorer(yolo_fn: Callable | None = None, shapes: Shapes | None = None):
     """Sliders for the image, S and B; draws YOUR yolo_target (returns the ipywidgets box, None while grading)."""
     import ipywidgets as widgets

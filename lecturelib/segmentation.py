@@ -16,7 +16,7 @@ from torch import nn
 
 from ._student import call_student, function_or_reference
 from ._validate import require_int, require_pair, require_tensor
-from .plot import explorer
+from .plot import display_only, explorer
 from .segmentation_models import (FCN, PRETRAINED, UNet, confusion_matrix, load_pretrained,  # noqa: F401
                                   predict_masks, train_segmenter)
 
@@ -94,6 +94,7 @@ def strided_conv_demo(size: int = 16, channels: int = 8, kernel_size: int = 3, s
             "avg_pool_difference": float((pooled - as_conv).abs().max())}
 
 
+@display_only
 def plot_strided_windows(input_size: int = 4, kernel_size: int = 3, stride: int = 2, padding: int = 1, fig=None):
     """Where each output pixel's window sits on the (zero-padded) input: stride 1 and stride ``stride`` side by side.
 
@@ -133,7 +134,7 @@ def plot_strided_windows(input_size: int = 4, kernel_size: int = 3, stride: int 
                      f"(pale: zero padding)", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -160,6 +161,7 @@ def transposed_conv_example(x=((1.0, 2.0), (3.0, 4.0)), kernel_size: int = 3, st
             "no_output_padding": no_op.numpy(), "output_padding_1": op1.numpy()}
 
 
+@display_only
 def plot_transposed_conv_example(example: dict, fig=None):
     """Draw :func:`transposed_conv_example`: the input, each input pixel's kernel copy on the full output
     (stride apart, summed where they overlap), and what padding 1 and output_padding 1 keep of it."""
@@ -203,7 +205,7 @@ def plot_transposed_conv_example(example: dict, fig=None):
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -266,6 +268,7 @@ def conv_transpose_footprint(conv_transpose2d: Callable | None = None, *, input_
     return result
 
 
+@display_only
 def plot_conv_transpose(result: dict, fig=None):
     """Draw a :func:`conv_transpose_footprint` result: input, footprint, overlap counts."""
     import matplotlib.pyplot as plt
@@ -299,10 +302,11 @@ def plot_conv_transpose(result: dict, fig=None):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"kernel {result['kernel_size']}, stride {result['stride']}, padding {result['padding']}")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def conv_transpose_explorer(conv_transpose2d: Callable | None = None):
     """Sliders for input size, kernel size, stride, padding and the input pixel.
 

@@ -26,7 +26,7 @@ from torch import nn
 from ._student import call_student, function_or_reference
 from ._validate import describe, require_callable, require_float, require_int, require_module, require_tensor
 from .layers import Attention
-from .plot import explorer
+from .plot import display_only, explorer
 
 __all__ = [
     "RecurrentLayer", "ConvolutionLayer", "SelfAttentionLayer", "SEQUENCE_LAYERS", "sequence_layer",
@@ -207,6 +207,7 @@ def sequence_cost_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@display_only
 def plot_sequence_layers(length: int = 8, kernel_size: int = 3, fig=None):
     """Which inputs each output sees, for an RNN, a 1-D convolution and self-attention (one layer each).
 
@@ -251,10 +252,11 @@ def plot_sequence_layers(length: int = 8, kernel_size: int = 3, fig=None):
         ax.set_xlim(-0.6, n - 0.4)
         ax.set_ylim(-0.5, 1.45)
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def plot_sequence_costs(rows: list[dict], fig=None):
     """FLOPs, activation memory and time against the sequence length L (log-log), one line per layer kind."""
     import matplotlib.pyplot as plt
@@ -275,7 +277,7 @@ def plot_sequence_costs(rows: list[dict], fig=None):
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -357,6 +359,7 @@ def position_similarity(model: nn.Module) -> dict:
             "by_distance": {int(d): float(similarity[distance == d].mean()) for d in range(1, 2 * grid - 1)}}
 
 
+@display_only
 def plot_position_similarity(model: nn.Module, fig=None):
     """For every patch position, the cosine similarity of its position embedding with all the others, drawn at
     the patches' places (as in the ViT paper's figure 7), and the mean similarity against the grid distance."""
@@ -383,10 +386,11 @@ def plot_position_similarity(model: nn.Module, fig=None):
     ax.set_ylabel("mean cosine similarity")
     ax.set_title("nearby positions learned similar embeddings", fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def plot_attention_masks(attention: torch.Tensor, length: int = 12, fig=None):
     """A ViT's attention weights over its first ``length`` tokens (no mask: every entry may be nonzero) beside
     the pattern a causal decoder allows (nothing above the diagonal). attention: (T, T) one head's weights."""
@@ -407,7 +411,7 @@ def plot_attention_masks(attention: torch.Tensor, length: int = 12, fig=None):
     for ax in axes:
         ax.set_xlabel("attends to token j (0 = class token)")
         ax.set_ylabel("token i")
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -479,6 +483,7 @@ def patch_view(patchify_fn: Callable, image, patch_size: int) -> dict:
     return view
 
 
+@display_only
 def plot_patches(view: dict, fig=None):
     """Draw a :func:`patch_view`: the photo with its patch grid, the photo rebuilt from the tokens, and the
     first tokens read back as patches (in token order)."""
@@ -515,10 +520,11 @@ def plot_patches(view: dict, fig=None):
             ax.set_axis_off()
     for ax in (ax_image, ax_rebuilt):
         ax.set_axis_off()
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def patch_explorer(patchify_fn: Callable | None = None, image_name: str = "cat"):
     """A patch-size slider over a real photo (``lecturelib.data.sample_image``) running ``patchify_fn``.
 
@@ -605,6 +611,7 @@ def depth_profile(position: str, depth: int = 16, dim: int = 32, tokens: int = 8
     }
 
 
+@display_only
 def plot_depth_profiles(profiles: list[dict], fig=None):
     """Plot :func:`depth_profile` results side by side: stream size, gradient sizes, update ratio."""
     import matplotlib.pyplot as plt
@@ -627,7 +634,7 @@ def plot_depth_profiles(profiles: list[dict], fig=None):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
@@ -741,6 +748,7 @@ def routing_view(routing_fn: Callable, problem: dict, num_experts: int = 8, k: i
     return view
 
 
+@display_only
 def plot_routing(view: dict, fig=None):
     """Draw a :func:`routing_view`: gate weight of every token for every expert, and the load per expert."""
     import matplotlib.pyplot as plt
@@ -770,10 +778,11 @@ def plot_routing(view: dict, fig=None):
     ax_load.set_title(title, fontsize=9)
     ax_load.set_xlabel("expert")
     ax_load.legend(fontsize=7)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def routing_explorer(routing_fn: Callable | None = None, loss_fn: Callable | None = None,
                      problem: dict | None = None):
     """Sliders for k, the number of experts and the router temperature over fixed tokens.

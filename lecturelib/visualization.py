@@ -23,7 +23,7 @@ from torch import nn
 from ._student import call_student
 from ._validate import describe, require_callable, require_float, require_int, require_module, require_tensor
 from .data import Shapes
-from .plot import explorer
+from .plot import display_only, explorer
 from .train import eval_mode
 from .visualization_models import (CLASS_NAMES, PRETRAINED, LinearClassifier, ShapesClassifier,  # noqa: F401
                                    TinyViT, accuracy, classification_data, fit_linear_classifier,
@@ -73,6 +73,7 @@ def object_crops(shapes: Shapes, size: int = 32, *, contrast: bool = False, marg
     return (crops - background[:, :, None, None]).norm(dim=1, keepdim=True)
 
 
+@display_only
 def show_templates(model: LinearClassifier, titles=CLASS_NAMES, *, axes=None, row_label: str | None = None):
     """Draw a linear classifier's templates, one per class, on ``axes`` (a row of axes) or a new figure.
 
@@ -516,6 +517,7 @@ def explain(model: nn.Module, image: torch.Tensor, class_idx: int, layer: str, *
     return {"image": image, "class_idx": class_idx, "probabilities": probabilities, "maps": maps, "errors": errors}
 
 
+@display_only
 def plot_explanations(result: dict, alpha: float = 0.5, fig=None):
     """Draw an :func:`explain` result: the image, then each map overlaid with opacity ``alpha``."""
     import matplotlib.pyplot as plt
@@ -540,10 +542,11 @@ def plot_explanations(result: dict, alpha: float = 0.5, fig=None):
         ax.set_axis_off()
     probs = ", ".join(f"{c} {p:.2f}" for c, p in zip(CLASS_NAMES, result["probabilities"]))
     fig.suptitle(f"class '{CLASS_NAMES[result['class_idx']]}'   (model: {probs})", fontsize=9)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")
     return fig
 
 
+@display_only
 def explanation_widget(model: ShapesClassifier, shapes: Shapes, *, grad_cam: Callable | None = None,
                        saliency_map: Callable | None = None, occlusion_map: Callable | None = None):
     """Pick an image, a class and a layer; see Grad-CAM, saliency and occlusion side by side, with an
@@ -579,6 +582,7 @@ def explanation_widget(model: ShapesClassifier, shapes: Shapes, *, grad_cam: Cal
                     arrange=[["index", "class_idx", "layer"], ["alpha", "patch"]])
 
 
+@display_only
 def occlusion_patch_widget(model: nn.Module, image: torch.Tensor, label: int, occlusion_map: Callable):
     """Occlusion maps of one image for a patch-size slider (stride = patch / 4). Returns the box."""
     import ipywidgets as widgets
@@ -607,7 +611,7 @@ def occlusion_patch_widget(model: nn.Module, image: torch.Tensor, label: int, oc
             axes[1].set_title("overlay", fontsize=9)
         for ax in axes:
             ax.set_axis_off()
-        fig.tight_layout()
+        fig.set_layout_engine("tight")
         return fig
 
     return explorer({"patch": slider}, view, draw)

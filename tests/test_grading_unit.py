@@ -117,7 +117,8 @@ def test_parse_checks_reads_only_check_calls():
 def test_sandbox_hides_grader_files_and_network(tmp_path):
     if bubblewrap() is None:
         pytest.skip("bubblewrap not available")
-    work = Work()
+    work = Work()                       # byte-compiles the package, course.py included
+    assert any((PACKAGE / "__pycache__").glob("course.*.pyc"))
     course = tmp_path / "course"
     course.mkdir()
     (course / "gradebook.db").write_text("secret")
@@ -130,6 +131,7 @@ print("notebooks", (repo / "notebooks").exists())
 print("tests", (repo / "tests").exists() or (repo / ".git").exists())
 print("course", (course / "gradebook.db").exists())
 print("checks", (package / "checks" / "core.py").exists())
+print("course-bytecode", any(p.stat().st_size for p in (package / "__pycache__").glob("course.*.pyc")))
 print("grading", (package / "grading").exists() and any((package / "grading").iterdir()))
 try:
     open(package / "x", "w")
@@ -150,12 +152,15 @@ print("pid", os.getpid())
         work.remove()
     facts = dict(line.split(" ", 1) for line in out if line)
     assert facts == {"reference": "False", "hidden": "False", "notebooks": "False", "tests": "False",
-                     "course": "False", "checks": "True", "grading": "False", "write-package": "False",
-                     "net": "False", "pid": "2"}
+                     "course": "False", "checks": "True", "course-bytecode": "False", "grading": "False",
+                     "write-package": "False", "net": "False", "pid": "2"}
 
 
-@pytest.mark.parametrize("figures, kinds", [(False, ["text/plain"]), (True, ["image/png", "text/plain"])])
-def test_figures_are_not_rasterised_while_grading_unless_asked(tmp_path, figures, kinds):
+@pytest.mark.parametrize("figures, shown, interactive", [(False, [], "False"),
+                                                         (True, [["image/png", "text/plain"]], "True")])
+def test_figures_are_neither_drawn_nor_shown_while_grading_unless_asked(tmp_path, figures, shown, interactive):
+    """Unless ``keep_figures``, a grading kernel's pyplot is not interactive: no figure is drawn after each pyplot
+    call (0.07 s for an imshow with a colorbar) or shown at the end of its cell."""
     import logging
 
     import nbformat
@@ -164,12 +169,14 @@ def test_figures_are_not_rasterised_while_grading_unless_asked(tmp_path, figures
     from lecturelib.grading.sandbox import Limits
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]);")])
+        "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]);"),
+        nbformat.v4.new_code_cell("import matplotlib\nprint(matplotlib.is_interactive())")])
     (tmp_path / "sub").mkdir()
     graded, report = grade_notebook(nb, tmp_path / "sub", [tmp_path], logging.getLogger("test"),
                                     Limits(figures=figures, cell_timeout=60))
     assert report["status"] == ["graded"]
-    assert [sorted(o.get("data", {})) for o in graded.cells[0].outputs] == [kinds]
+    assert [sorted(o.get("data", {})) for o in graded.cells[0].outputs] == shown
+    assert graded.cells[1].outputs[0]["text"].strip() == interactive
 
 
 def test_a_venv_reached_through_a_symlink_runs_in_the_sandbox(tmp_path):
@@ -207,6 +214,15 @@ print(report["status"], graded.cells[0].outputs[0]["text"])
 def test_scan_names_the_escape_hatches(source, what):
     from lecturelib.grading.scan import scan
     assert any(what in str(f) for f in scan([(3, source)])), [str(f) for f in scan([(3, source)])]
+
+
+def test_scan_reads_plain_python_as_written_and_magics_through_ipython():
+    """A cell that parses as Python is read as it is (IPython's transforms would leave it alone; the findings keep
+    the cell's line numbers); a cell with IPython syntax is read after IPython's transforms."""
+    from lecturelib.grading.scan import scan
+    assert [(f.cell, f.line) for f in scan([(4, "%matplotlib inline\nx = 1\nimport threading")])] == [(4, 3)]
+    found = scan([(4, "x = 1\n!echo hi\nimport threading")])
+    assert any("uses get_ipython" in str(f) for f in found) and any("imports threading" in str(f) for f in found)
 
 
 def test_scan_leaves_honest_code_alone():

@@ -6,6 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
@@ -234,6 +236,49 @@ def test_explorer_builds_nothing_while_autograding(monkeypatch):
     monkeypatch.delenv("NBGRADER_EXECUTION")
     box = plot.explorer(controls, lambda k: {"k": k}, lambda v: drawn.append(v) or plt.figure())
     assert box.interactive.result == {"k": 2} and drawn == [{"k": 2}]
+
+
+FIGURE_MAKERS = re.compile(r"\b(plt\.subplots|plt\.figure|subplot_mosaic|_grid|truth_over_predictions|show_images"
+                           r"|explorer)\(")
+
+
+def _display_functions():
+    """Every public function of the package whose code makes a figure or a widget (found in its source)."""
+    import ast
+    import importlib
+
+    found = []
+    for path in sorted((Path(__file__).parent.parent / "lecturelib").glob("*.py")):
+        module = importlib.import_module(f"lecturelib.{path.stem}")
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") \
+                    and node.name != "truth_over_predictions" and FIGURE_MAKERS.search(ast.unparse(node)):
+                found.append(getattr(module, node.name))
+    return found
+
+
+def test_every_figure_and_widget_is_skipped_while_autograding(monkeypatch):
+    """Every function that builds a figure or a widget returns None while autograding, before looking at its
+    arguments, so a grading kernel builds none (unless the grader keeps figures); outside grading each is its
+    undecorated self.
+    (``truth_over_predictions`` returns axes for its callers to draw into; those callers are skipped.)"""
+    functions = _display_functions()
+    names = {f"{fn.__module__}.{fn.__name__}" for fn in functions}
+    assert len(functions) >= 40 and "lecturelib.plot.show_segmentation" in names \
+        and "lecturelib.segmentation.conv_transpose_explorer" in names and "lecturelib.plot.explorer" in names
+    monkeypatch.delenv("LECTURELIB_GRADING_FIGURES", raising=False)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    for fn in functions:
+        assert hasattr(fn, "__wrapped__"), f"{fn.__module__}.{fn.__name__} is not @display_only"
+        assert fn(object(), object()) is None, fn.__name__
+    from lecturelib.plot import show_segmentation
+    monkeypatch.setenv("LECTURELIB_GRADING_FIGURES", "1")          # the grader keeps figures: built as usual
+    with pytest.raises((TypeError, ValueError)):
+        show_segmentation(object(), object())
+    monkeypatch.delenv("LECTURELIB_GRADING_FIGURES")
+    monkeypatch.delenv("NBGRADER_EXECUTION")
+    with pytest.raises((TypeError, ValueError)):
+        show_segmentation(object(), object())
 
 
 def test_architecture_diagrams_draw():

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lecturelib import hidden
 from lecturelib.checks import EXERCISES
+from lecturelib.checks.core import dump_cases
 from lecturelib.course import build_student_package
 from lecturelib.grading.paths import GRADER_ONLY, PACKAGE
 
@@ -49,7 +49,7 @@ def test_no_function_of_the_student_package_passes_any_suite(student_package, tm
     shutil.copytree(student_package, probed)
     shutil.copytree(PACKAGE / "reference", probed / "lecturelib" / "_control", ignore=shutil.ignore_patterns("__pycache__"))
     cases = tmp_path / "hidden.pt"
-    torch.save({name: [c.to_dict() for c in hidden.build(name, "hidden")] for name in EXERCISES}, cases)
+    cases.write_bytes(dump_cases({name: hidden.build(name, "hidden") for name in EXERCISES}))
     proc = subprocess.run([sys.executable, str(HERE / "student_package_probe.py"), str(probed), str(cases)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env={"PYTHONPATH": "", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})

@@ -46,8 +46,12 @@ class Finding:
 
 def _python(source: str) -> str:
     """The cell as Python (magics rewritten), with the allowed magic lines blanked first."""
-    lines = ["" if line.lstrip().startswith(MAGICS) else line for line in source.splitlines()]
-    return TransformerManager().transform_cell("\n".join(lines))
+    text = "\n".join("" if line.lstrip().startswith(MAGICS) else line for line in source.splitlines())
+    try:
+        ast.parse(text)
+        return text + "\n"     # plain Python: IPython's transforms (magics, !, ?, prompts) leave it as it is
+    except SyntaxError:
+        return TransformerManager().transform_cell(text)
 
 
 class _Reader(ast.NodeVisitor):

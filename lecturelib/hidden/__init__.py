@@ -18,14 +18,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import importlib
-import io
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
 from ..train import one_thread
-from ..checks.core import EXERCISES, Case, NotPlainData, Raised, quiet, sanitize, seeded
+from ..checks.core import EXERCISES, Case, NotPlainData, Raised, dump_cases, quiet, sanitize, seeded
 
 __all__ = ["build", "visible_bytes", "write_visible", "mistake_outputs", "topics"]
 
@@ -72,10 +69,7 @@ def build(name: str, suite: str, student: str | None = None, secret: str | None 
 
 def visible_bytes(topic: str) -> bytes:
     """The visible cases of every exercise of ``topic``, serialized (what the student package ships)."""
-    names = [name for name, ex in EXERCISES.items() if ex.topic == topic]
-    buffer = io.BytesIO()
-    torch.save({name: [case.to_dict() for case in build(name, "visible")] for name in names}, buffer)
-    return buffer.getvalue()
+    return dump_cases({name: build(name, "visible") for name, ex in EXERCISES.items() if ex.topic == topic})
 
 
 def write_visible(dest: Path) -> list[Path]:
