@@ -44,7 +44,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Integer, Unicode
 
-from ..checks.core import EXERCISES, CaseResult, CheckResult, build_cases, verify_case
+from ..checks.core import EXERCISES, CaseResult, CheckResult, _visible_bytes, build_cases, verify_case
 from . import protocol, scan
 from .sandbox import Limits, SandboxKernelManager, Work, copy_submission, isolation_level
 
@@ -428,9 +428,8 @@ def _collectors(graded: list[GradedCell], student: str | None = None, secret: st
 
 def _write_visible(graded: list[GradedCell], dest: Path) -> None:
     """The visible cases of the notebook's topics, for its own checks in the kernel (the in-kernel verdict)."""
-    from .. import hidden
     for topic in {EXERCISES[c.exercise].topic for gc in graded for c in gc.checks if c.exercise in EXERCISES}:
-        (dest / f"{topic}.pt").write_bytes(hidden.visible_bytes(topic))
+        (dest / f"{topic}.pt").write_bytes(_visible_bytes(topic))   # built once: the visible suite's calls use it
 
 
 def grade_notebook(nb: NotebookNode, submission_dir: Path, course_roots: list[Path], log,
