@@ -1,4 +1,5 @@
 """Parts of the isolated grader that need no nbgrader run: wire format, test-cell parsing, sandbox."""
+import os
 import subprocess
 import sys
 
@@ -170,13 +171,36 @@ def test_figures_are_neither_drawn_nor_shown_while_grading_unless_asked(tmp_path
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 2]);"),
-        nbformat.v4.new_code_cell("import matplotlib\nprint(matplotlib.is_interactive())")])
+        nbformat.v4.new_code_cell("import gc, matplotlib\nprint(matplotlib.is_interactive())\n"
+                                  "print(gc.get_freeze_count() > 1000, get_ipython().history_manager.enabled)")])
     (tmp_path / "sub").mkdir()
     graded, report = grade_notebook(nb, tmp_path / "sub", [tmp_path], logging.getLogger("test"),
                                     Limits(figures=figures, cell_timeout=60))
     assert report["status"] == ["graded"]
     assert [sorted(o.get("data", {})) for o in graded.cells[0].outputs] == shown
-    assert graded.cells[1].outputs[0]["text"].strip() == interactive
+    # and whatever survived the first cell is out of the cyclic collector's way; no input history is kept
+    assert graded.cells[1].outputs[0]["text"].split() == [interactive, "True", "False"]
+
+
+def test_kernels_start_with_the_font_list_built_once(tmp_path):
+    """Each kernel's MPLCONFIGDIR holds a copy of the font list built once per machine; matplotlib loads it instead
+    of scanning the fonts again (the file is left as it was), where an empty folder makes it build one."""
+    from lecturelib.grading.sandbox import PYTHON, Work, font_cache
+
+    cache = font_cache()
+    assert cache is not None and cache.name.startswith("fontlist-v") and cache.stat().st_size > 1000
+    work = Work()
+    try:
+        copied = work.root / "box" / "home" / "mpl" / cache.name
+        assert copied.read_bytes() == cache.read_bytes()
+        before = copied.stat().st_mtime_ns
+        for mpl in (copied.parent, tmp_path / "empty"):
+            env = {**os.environ, "HOME": str(tmp_path), "MPLCONFIGDIR": str(mpl)}
+            subprocess.run([PYTHON, "-c", "import matplotlib.font_manager"], env=env, check=True, timeout=120)
+        assert copied.stat().st_mtime_ns == before                      # loaded, not built again
+        assert (tmp_path / "empty" / cache.name).is_file()              # without it, matplotlib builds one
+    finally:
+        work.remove()
 
 
 def test_a_venv_reached_through_a_symlink_runs_in_the_sandbox(tmp_path):
